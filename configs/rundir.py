@@ -1,0 +1,106 @@
+"""Run directories and atomic file writes.
+
+``runs/NAME/`` holds: ``config.yaml`` (resolved), ``buffer.npz``, ``checkpoints/``,
+``model.onnx``, ``metrics.csv``, plots (``*.png``), telemetry and videos. Every file is
+written to a temporary name in the same folder, flushed to disk, then renamed over the
+target, so a killed run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+__all__ = ["atomic_path", "write_text", "write_yaml", "append_csv_row", "RunDir"]
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_yaml(path: str | Path, data: Mapping[str, Any]) -> Path:
+    return write_text(path, yaml.safe_dump(dict(data), sort_keys=False))
+
+
+def append_csv_row(path: str | Path, row: Mapping[str, Any]) -> None:
+    """Append one row (header written when the file is new); rewrites atomically."""
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: v for k, v in row.items()})
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+
+class RunDir:
+    """Paths of one run's files."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def make(self) -> "RunDir":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        return self
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def buffer(self) -> Path:
+        return self.root / "buffer.npz"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def state(self) -> Path:
+        """Training progress for --resume (iteration, env steps, rng state)."""
+        return self.root / "state.yaml"
+
+    def file(self, name: str) -> Path:
+        return self.root / name

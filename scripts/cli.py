@@ -1,0 +1,64 @@
+"""The ``rtmpc`` command: one subcommand per module in scripts/, wiring the packages.
+
+Every error a user can cause (a bad config key or value, an unknown task, a missing or
+corrupt model file) is printed as one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module in scripts/, one-line help)
+COMMANDS = {
+    "tasks": ("scripts.tasks", "list the tasks with their sizes and control periods"),
+}
+
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from configs import ConfigError
+    from models.base import ModelError
+    from sim.base import TaskError
+
+    return (ConfigError, TaskError, ModelError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtmpc", description="Real-time model predictive control with learned models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname).1s %(name)s: %(message)s")
+    for noisy in ("absl", "OpenGL", "matplotlib", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except _user_errors() as err:
+        print(f"rtmpc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rtmpc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Simulation: MuJoCo tasks by name, with Gymnasium step semantics.
+
+``sim.make("cartpole-swingup")`` builds a dm_control suite task; ``sim.make("point-target")``
+a project task from sim/assets; ``sim.make("path/robot.xml", cost=CostConfig(...))`` any MJCF
+file with a cost section. See :class:`sim.base.Env` for the step semantics.
+"""
+
+from __future__ import annotations
+
+import os
+
+# No display exists on the machines this runs on: render offscreen through EGL unless the
+# user chose a backend (osmesa also works). Must be set before mujoco/dm_control load GL.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from dataclasses import dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from configs import Config, param  # noqa: E402
+
+from .base import Env, TaskError, TaskSpec  # noqa: E402
+from .mjcf import BoundConfig, CostConfig, MJCFEnv, TargetConfig, cost_task  # noqa: E402
+from .robot import SimRobot  # noqa: E402
+from .tasks import PROJECT_TASKS  # noqa: E402
+from .vec import VecEnv  # noqa: E402
+from .video import record_video, write_video  # noqa: E402
+
+__all__ = ["make", "task_names", "TaskConfig", "Env", "TaskSpec", "TaskError", "CostConfig",
+           "TargetConfig", "BoundConfig", "MJCFEnv", "record_video", "write_video", "VecEnv", "SimRobot"]
+
+
+@dataclass(frozen=True)
+class TaskConfig(Config):
+    """Which task to run and how."""
+
+    name: str = param("cartpole-swingup", "task name (rtmpc tasks lists them) or a path to an MJCF file")
+    action_repeat: int = param(1, "physics control steps per agent step (the model's time step)", ge=1, le=100)
+    episode_steps: int = param(0, "agent steps per episode (0 = the task's default)", ge=0)
+    cost: CostConfig | None = param(None, "cost section for an MJCF file given as the task name")
+
+
+def task_names() -> list[str]:
+    """Every registered task name: project tasks, then dm_control suite tasks."""
+    from .dmc import suite_task_names
+
+    return sorted(PROJECT_TASKS) + suite_task_names()
+
+
+def make(name: str | TaskConfig, seed: int | np.random.Generator | None = None, **overrides) -> Env:
+    """Build the task ``name`` (or a TaskConfig); ``overrides`` are TaskConfig fields.
+
+    ``seed`` (None, an int or a numpy Generator) drives every random choice of the env;
+    ``reset(seed=)`` reseeds it.
+    """
+    cfg = name if isinstance(name, TaskConfig) else TaskConfig(name=name, **overrides)
+    if isinstance(name, TaskConfig) and overrides:
+        cfg = cfg.replace(**overrides)
+    if cfg.name.endswith(".xml") or Path(cfg.name).suffix == ".xml":
+        if cfg.cost is None:
+            raise TaskError(f"task {cfg.name} is an MJCF file: give it a cost section in the config "
+                            f"(task.cost.targets: joints, sites or sensors with targets)")
+        env = cost_task(cfg.name, cfg.cost, action_repeat=cfg.action_repeat, seed=seed)
+    elif cfg.name in PROJECT_TASKS:
+        env = PROJECT_TASKS[cfg.name](action_repeat=cfg.action_repeat, seed=seed)
+    else:
+        from .dmc import DMCEnv, suite_task_names
+
+        if cfg.name not in suite_task_names():
+            close = [n for n in task_names() if cfg.name.split("-")[0] in n][:6]
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (rtmpc tasks lists them)"
+            raise TaskError(f"unknown task {cfg.name!r}{hint}")
+        env = DMCEnv(cfg.name, action_repeat=cfg.action_repeat, seed=seed)
+    if cfg.episode_steps:
+        env.spec = replace(env.spec, episode_steps=cfg.episode_steps)
+    return env
