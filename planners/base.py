@@ -62,7 +62,7 @@ class PlannerConfig(Config):
 class PlanStats:
     """What the last plan found (read by telemetry; overwritten by each plan)."""
 
-    predicted_return: float = float("nan")  # best mean-sequence score of the last iteration
+    predicted_return: float = float("nan")  # best sample score (penalties included) of the last iteration
     disagreement: float = float("nan")  # summed disagreement of the chosen sequence, if any
     nonfinite: int = 0  # rollouts scored -inf in the last plan
     nonfinite_total: int = 0  # since construction

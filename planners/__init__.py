@@ -1,0 +1,31 @@
+"""Sampling-based MPC planners over a RolloutModel: CEM and MPPI.
+
+``make_planner(config, model, rng)`` builds the planner that ``config.kind`` names;
+``plan(obs) -> action (A,)``, ``planned_actions() -> (H, A)``, ``reset()``.
+Imports numpy and numba only, never torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from configs import ConfigError
+from models.base import RolloutModel
+from planners.base import Planner, PlannerConfig, PlanStats
+from planners.cem import CEM
+from planners.mppi import MPPI
+
+__all__ = ["PlannerConfig", "Planner", "PlanStats", "CEM", "MPPI", "PLANNERS", "make_planner"]
+
+PLANNERS: dict[str, type[Planner]] = {"cem": CEM, "mppi": MPPI}
+
+
+def make_planner(config: PlannerConfig, model: RolloutModel,
+                 rng: np.random.Generator | int | None = None) -> Planner:
+    """The planner named by ``config.kind``, built over ``model`` with generator/seed ``rng``."""
+    try:
+        cls = PLANNERS[config.kind]
+    except KeyError:
+        raise ConfigError(f"kind = {config.kind!r} is not a planner: choose one of "
+                          f"{', '.join(PLANNERS)}") from None
+    return cls(config, model, rng)
