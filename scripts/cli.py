@@ -14,6 +14,10 @@ import sys
 # name -> (module in scripts/, one-line help)
 COMMANDS = {
     "tasks": ("scripts.tasks", "list the tasks with their sizes and control periods"),
+    "train": ("scripts.train", "train a model in simulation (PETS), exporting it to ONNX as it goes"),
+    "export": ("scripts.export", "export a run's model to ONNX and check it against PyTorch"),
+    "quickstart": ("scripts.quickstart", "train PETS on cartpole-swingup, export, run the real-time loop, video"),
+    "control": ("scripts.control", "run the fixed-rate control loop with a planner over an exported model"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = ()

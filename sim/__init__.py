@@ -25,10 +25,11 @@ from .mjcf import BoundConfig, CostConfig, MJCFEnv, TargetConfig, cost_task  # n
 from .robot import SimRobot  # noqa: E402
 from .tasks import PROJECT_TASKS  # noqa: E402
 from .vec import VecEnv  # noqa: E402
-from .video import record_video, write_video  # noqa: E402
+from .video import record_video, render_states, write_video  # noqa: E402
 
 __all__ = ["make", "task_names", "TaskConfig", "Env", "TaskSpec", "TaskError", "CostConfig",
-           "TargetConfig", "BoundConfig", "MJCFEnv", "record_video", "write_video", "VecEnv", "SimRobot"]
+           "TargetConfig", "BoundConfig", "MJCFEnv", "record_video", "render_states", "write_video", "VecEnv",
+           "SimRobot"]
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class RobotReading:
 
 class SimRobot:
     def __init__(self, env: Env, mode: str = "lockstep", steps_per_send: int = 1, seed: int | None = None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, record_every_s: float = 0.0):
         if mode not in ("lockstep", "wallclock"):
             raise ValueError(f"mode = {mode!r}: choose lockstep or wallclock")
         if steps_per_send < 1:
@@ -60,6 +60,9 @@ class SimRobot:
         self.actions_received = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # Physics states kept for a video rendered after the run (rendering is too slow for the loop).
+        self._record_steps = max(1, int(round(record_every_s / env.spec.control_period))) if record_every_s else 0
+        self.states: list[np.ndarray] = [env.get_state()] if record_every_s else []
         if mode == "wallclock":
             self._thread = threading.Thread(target=self._run, name="sim-robot", daemon=True)
             self._thread.start()
@@ -103,6 +106,8 @@ class SimRobot:
             self.episode_return += reward
             self.steps += 1
             self._done = bool(terminated or truncated)
+        if self._record_steps and self.steps % self._record_steps == 0:
+            self.states.append(self.env.get_state())
 
     def _run(self) -> None:
         period = self.env.spec.control_period
@@ -123,3 +128,8 @@ class SimRobot:
     @property
     def done(self) -> bool:
         return self._done
+
+    @property
+    def record_period_s(self) -> float:
+        """Simulated seconds between recorded states."""
+        return self._record_steps * self.env.spec.control_period

@@ -56,3 +56,13 @@ def record_video(env: Env, policy: Callable[[np.ndarray], np.ndarray], path: str
     out = write_video(frames, path, fps=1.0 / (every * env.spec.control_period))
     log.info("wrote %s (%d frames)", out, len(frames))
     return out, total
+
+
+def render_states(env: Env, states: Sequence[np.ndarray], path: str | Path, fps: float, *,
+                  width: int = 320, height: int = 240) -> Path:
+    """Render recorded physics states (from ``env.get_state``) and write them as a video."""
+    frames = []
+    for s in states:
+        env.set_state(s)
+        frames.append(env.render(width, height))
+    return write_video(frames, path, fps=fps)

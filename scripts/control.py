@@ -1,0 +1,144 @@
+"""``rtmpc control``: run the fixed-rate loop with a planner over an exported model on a robot.
+
+The robot is MuJoCo (``sim.SimRobot``): in lockstep (default; the simulation advances one
+model step per cycle; the loop plans inline, so the planned action is always used, and
+a plan that overran its deadline is counted as a miss; idle time is skipped) or, with
+``--realtime``, in wall-clock mode (physics runs in real time in its own thread at the
+task's physics control rate; late actions have real consequences).
+Needs no torch: ONNX Runtime, Numba and MuJoCo only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KEYS = ["episodes", "return_mean", "return_std", "cycles", "misses", "rate_hz", "plan_ms_p50", "plan_ms_p99",
+        "plan_ms_max", "jitter_ms_p50", "jitter_ms_p99", "jitter_ms_max", "safety_events"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="exported model (model.onnx from rtmpc train/export)")
+    p.add_argument("--task", help="task name (default: the task stored in the model file)")
+    p.add_argument("--planner", choices=("cem", "mppi"), help="planner (default: the config's)")
+    p.add_argument("--config", help="YAML with planner/loop/safety sections (a run's config.yaml, best.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value, e.g. --set planner.samples=100")
+    p.add_argument("--rate", type=float, help="control rate in Hz (default: the model's step rate)")
+    p.add_argument("--episodes", type=int, default=1, help="episodes to run")
+    p.add_argument("--cycles", type=int, default=0, help="cycles per episode (default: the task's episode)")
+    p.add_argument("--realtime", action="store_true", help="wall-clock robot instead of lockstep")
+    p.add_argument("--video", help="write a video of the first episode (.mp4 or .gif)")
+    p.add_argument("--out", help="directory for telemetry (default: beside the model, control/)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+
+
+def control_config(config_path, overrides, planner_kind):
+    """The planner, loop and safety sections: a config file (or defaults) plus overrides."""
+    from .runconfig import load_run_config
+
+    extra = {"planner": {"kind": planner_kind}} if planner_kind else None
+    return load_run_config(config_path, overrides, extra=extra)
+
+
+def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
+                 realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
+                 out: Path | None = None, video: str | None = None) -> dict:
+    """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more)."""
+    import sim
+    from controller import ControlLoop, FastForwardClock, MonotonicClock, SafetyFilter, summarize
+    from models.base import ModelError
+    from models.runtime import load_model
+    from planners import make_planner
+
+    model = load_model(model_path, threads=threads, rng=np.random.default_rng(seed))
+    meta = model.dims.meta
+    task = task or meta.get("task")
+    if not task:
+        raise ModelError(f"{model_path} does not say which task it was trained on: pass --task")
+    repeat = int(meta.get("action_repeat", 1))
+    returns, records, summaries = [], [], []
+    for ep in range(episodes):
+        env = sim.make(task, seed=seed + ep, action_repeat=1 if realtime else repeat)
+        spec = env.spec
+        if spec.obs_dim != model.dims.obs_dim or spec.act_dim != model.dims.act_dim:
+            raise ModelError(f"{model_path} has obs {model.dims.obs_dim}, act {model.dims.act_dim} but task "
+                             f"{task} has obs {spec.obs_dim}, act {spec.act_dim}: use the model trained on it")
+        model_period = spec.control_period * (repeat if realtime else 1)
+        rate = rate_hz or cfg.loop.rate_hz or 1.0 / model_period
+        robot = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
+                             record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0)
+        planner = make_planner(cfg.planner, model, rng=seed + ep)
+        safety = SafetyFilter(spec.action_low, spec.action_high, 1.0 / rate, cfg.safety,
+                              safe_action=spec.safe_action)
+        # Lockstep plans inline (sync) on a clock that skips idle time: the action used is always
+        # the plan's, and a plan that would have been late in real time is still counted a miss.
+        clock = MonotonicClock() if realtime else FastForwardClock()
+        loop_cfg = cfg.loop if realtime else cfg.loop.replace(mode="sync")
+        loop = ControlLoop(robot, planner, safety, loop_cfg, clock=clock, rate_hz=rate,
+                           run_dir=(out / f"episode{ep}") if out else None)
+        max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period * rate))
+        try:
+            summary = loop.run(max_cycles=max_cycles)
+        finally:
+            robot.close()
+        returns.append(robot.episode_return)
+        records.append(loop.telemetry.records())
+        summaries.append(summary)
+        log.info("episode %d: return %.1f, %d cycles, %d misses, plan p99 %.2f ms", ep, robot.episode_return,
+                 summary["cycles"], summary["misses"], summary["plan_ms_p99"])
+        if video and ep == 0:
+            render_env = sim.make(task, action_repeat=1)
+            sim.render_states(render_env, robot.states, video, fps=1.0 / robot.record_period_s)
+            render_env.close()
+    merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
+    total = summarize(merged)
+    result = {"episodes": episodes, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+              "returns": [float(r) for r in returns], "cycles": total["cycles"], "misses": total["misses"],
+              "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
+              "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
+              "fallbacks": total["fallbacks"], "task": task, "planner": cfg.planner.kind,
+              "mode": "realtime" if realtime else "lockstep", "loop_mode": cfg.loop.mode if realtime else "sync",
+              "rate_hz_target": rate, "threads_ort": threads}
+    for k in ("plan_ms", "jitter_ms", "latency_ms"):
+        for q in ("p50", "p99", "max"):
+            result[f"{k}_{q}"] = total[f"{k}_{q}"]
+    return result
+
+
+def print_summary(r: dict) -> None:
+    print(f"{r['task']} | {r['planner']} | {r['mode']} | {r['episodes']} episode(s)")
+    each = ", ".join(f"{x:.1f}" for x in r["returns"])
+    print(f"  return        {r['return_mean']:.1f} +- {r['return_std']:.1f}   ({each})")
+    print(f"  rate          {r['rate_hz']:.2f} Hz achieved (target {r['rate_hz_target']:.2f} Hz), "
+          f"{r['cycles']} cycles")
+    print(f"  deadlines     {r['misses']} missed, {r['fallbacks']} fallback actions sent")
+    print(f"  plan time     p50 {r['plan_ms_p50']:.2f}  p99 {r['plan_ms_p99']:.2f}  max {r['plan_ms_max']:.2f} ms")
+    print(f"  wake jitter   p50 {r['jitter_ms_p50']:.3f}  p99 {r['jitter_ms_p99']:.3f}  "
+          f"max {r['jitter_ms_max']:.3f} ms")
+    kinds = {k: v for k, v in r["safety_by_kind"].items() if k != "total" and v}
+    print(f"  safety events {r['safety_events']}" + (f" ({kinds})" if kinds else ""))
+
+
+def run(args) -> int:
+    model_path = Path(args.model)
+    cfg = control_config(args.config, args.overrides, args.planner)
+    out = Path(args.out) if args.out else model_path.parent / "control"
+    result = run_episodes(model_path, args.task, cfg, episodes=args.episodes, rate_hz=args.rate,
+                          realtime=args.realtime, cycles=args.cycles, threads=args.threads, seed=args.seed,
+                          out=out, video=args.video)
+    print_summary(result)
+    if args.video:
+        print(f"  video         {args.video}")
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                          for k, v in result.items()}))
+    return 0

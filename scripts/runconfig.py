@@ -1,0 +1,53 @@
+"""The run config: one YAML file that names the task, the model, its training and the planner.
+
+Each section is the owning package's own frozen config; this module only composes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from configs import Config, load, param, table
+from controller.config import LoopConfig, SafetyConfig
+from models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from planners.base import PlannerConfig
+from sim import TaskConfig
+
+__all__ = ["RunConfig", "add_config_arguments", "load_run_config"]
+
+
+@dataclass(frozen=True)
+class RunConfig(Config):
+    """Everything one training run needs; saved resolved as runs/NAME/config.yaml."""
+
+    kind: str = param("pets", "model family", choices=("pets",))
+    seed: int = param(0, "seed of every random choice of the run", ge=0)
+    task: TaskConfig = param(TaskConfig(), "the task")
+    model: EnsembleConfig = param(EnsembleConfig(), "the probabilistic ensemble")
+    train: TrainConfig = param(TrainConfig(), "one fit of the ensemble")
+    planner: PlannerConfig = param(PlannerConfig(), "the planner used to collect data and to control")
+    pets: PETSLoopConfig = param(PETSLoopConfig(), "the PETS outer loop")
+    loop: LoopConfig = param(LoopConfig(), "the fixed-rate control loop")
+    safety: SafetyConfig = param(SafetyConfig(), "the safety filter")
+
+
+def add_config_arguments(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    if config_required:
+        p.add_argument("config", help="YAML run config (a path, or the name of a shipped one: pets_cartpole)")
+    else:
+        p.add_argument("--config", help="YAML run config (a path, or the name of a shipped one)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable), e.g. --set planner.horizon=20")
+    p.add_argument("--seed", type=int, help="override the run's seed")
+
+
+def load_run_config(path, overrides=(), seed: int | None = None, extra: dict | None = None) -> RunConfig:
+    extra = dict(extra or {})
+    if seed is not None:
+        extra["seed"] = seed
+    return load(RunConfig, path, overrides=overrides, extra=extra)
+
+
+def print_config(cfg: Config, title: str) -> None:
+    print(table(cfg, title))

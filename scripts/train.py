@@ -1,0 +1,63 @@
+"""``rtmpc train CONFIG``: train a model in simulation, export it, write the run directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from configs import ConfigError, to_dict
+from configs.rundir import RunDir, write_yaml
+
+from .runconfig import RunConfig, add_config_arguments, load_run_config, print_config
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p) -> None:
+    add_config_arguments(p)
+    p.add_argument("--out", help="run directory (default runs/<config name>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last episode")
+    p.add_argument("--steps", type=int, help="cap on environment steps (action repeat counted)")
+
+
+def resolve_run(args) -> tuple[RunConfig, RunDir]:
+    extra = {"pets": {"max_env_steps": args.steps}} if args.steps is not None else None
+    cfg = load_run_config(args.config, args.overrides, args.seed, extra)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-s{cfg.seed}"
+    run = RunDir(out)
+    if run.config.exists():
+        import yaml
+
+        saved = yaml.safe_load(run.config.read_text())
+        if saved != to_dict(cfg):
+            if args.resume:
+                raise ConfigError(f"{run.config} differs from the config given: resume with the same config "
+                                  f"and --set values, or start a new run with another --out")
+            log.warning("overwriting the run in %s", out)
+    elif args.resume:
+        log.info("nothing to resume in %s: starting a new run", out)
+    return cfg, run
+
+
+def run(args) -> int:
+    import sim
+    from models.pets_train import train_pets
+    from models.runtime import load_model  # noqa: F401  (fail early if the runtime cannot load)
+    from planners import make_planner
+
+    cfg, run_dir = resolve_run(args)
+    print_config(cfg, f"rtmpc train -> {run_dir.root}")
+    run_dir.make()
+    write_yaml(run_dir.config, to_dict(cfg))
+    rows = train_pets(
+        run_dir,
+        make_env=lambda: sim.make(cfg.task, seed=cfg.seed),
+        make_planner=lambda model: make_planner(cfg.planner, model, rng=cfg.seed),
+        ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=args.resume,
+    )
+    if rows:
+        last = rows[-1]
+        best = max(float(r["eval_return"]) for r in rows)
+        print(f"trained {run_dir.root}: {last['env_steps']} env steps, last return {float(last['eval_return']):.1f}, "
+              f"best {best:.1f}; model {run_dir.model}")
+    return 0
