@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -26,7 +27,11 @@ class Observation:
 
 @runtime_checkable
 class Robot(Protocol):
-    """What the loop drives: read the latest state, send an action, close."""
+    """What the loop drives: read the latest state, send an action, close.
+
+    ``read()`` returns the latest :class:`Observation` (values (O,)); ``send(action)``
+    takes an (A,) array that the loop reuses next cycle: copy what you keep.
+    """
 
     def read(self) -> Observation:
         ...
@@ -48,6 +53,14 @@ class Clock(abc.ABC):
     @abc.abstractmethod
     def sleep_until(self, t: float) -> None:
         ...
+
+    def wait_for(self, event: threading.Event, deadline: float) -> bool:
+        """Wait until ``event`` is set or the clock reaches ``deadline``; True if it is set.
+
+        The control loop waits on its planner thread with this, so a fake clock can decide
+        in its own time whether a plan is late.
+        """
+        return event.wait(max(0.0, deadline - self.now()))
 
 
 class MonotonicClock(Clock):

@@ -1,0 +1,89 @@
+"""Typed configs of the control loop and its safety filter, and the timing they resolve to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from configs import Config, ConfigError, param
+
+__all__ = ["LoopConfig", "SafetyConfig", "LoopTiming"]
+
+
+@dataclass(frozen=True)
+class LoopConfig(Config):
+    """Fixed-rate receding-horizon loop: rate, deadline, planning mode, run-time settings."""
+
+    rate_hz: float | None = param(None, "control rate in Hz; null = the task's rate "
+                                        "(1 / control period)", gt=0.0, le=100_000.0)
+    deadline_margin_s: float | None = param(None, "time kept free at the end of each period "
+                                                  "for filter, send and record: the plan's "
+                                                  "deadline is wake time + period - margin; "
+                                                  "null = 10% of the period", ge=0.0)
+    mode: str = param("async", "async: plan in a worker thread, send the fallback on time "
+                               "when the plan is late; sync: plan in the loop thread, a late "
+                               "plan is sent late", choices=("async", "sync"))
+    max_cycles: int = param(0, "stop after this many cycles (0 = until the robot says done "
+                               "or a stop signal)", ge=0)
+    telemetry_size: int = param(100_000, "rows of the per-cycle telemetry ring; older rows are "
+                                         "overwritten (and lost) past it", ge=1, le=100_000_000)
+    warmup_plans: int = param(1, "plans made on the first observation before the clock starts "
+                                 "(JIT compilation, caches); the planner is reset after", ge=0)
+    safe_on_exit: bool = param(True, "send the safe action when the run ends normally (a stop "
+                                     "signal or an error always sends it)")
+    disable_gc: bool = param(True, "turn off automatic garbage collection during the run "
+                                   "(collect at the end)")
+    switch_interval_s: float | None = param(0.0005, "interpreter thread switch interval during "
+                                                    "the run (how long the loop thread may wait "
+                                                    "for the GIL); null = leave as it is",
+                                            gt=0.0, le=1.0)
+    join_timeout_s: float = param(5.0, "how long to wait for the planner thread at the end",
+                                  gt=0.0)
+
+
+@dataclass(frozen=True)
+class SafetyConfig(Config):
+    """What the safety filter allows between the planner and the robot."""
+
+    max_rate: float = param(0.0, "largest action change per second, as a fraction of the "
+                                 "action range (5 = full range in 0.2 s); 0 = no limit", ge=0.0)
+    stale_after_s: float | None = param(None, "an observation older than this trips the "
+                                              "watchdog; null = 3 control periods", gt=0.0)
+    stale_from: str = param("seq", "how an observation's age is measured: seq = time since its "
+                                   "sequence number last changed (any robot clock); stamp = "
+                                   "loop time minus its stamp (stamps on the loop's clock)",
+                            choices=("seq", "stamp"))
+    nonfinite_action: str = param("hold", "on a NaN/inf planned action send: hold = the last "
+                                          "action sent, safe = the safe action",
+                                  choices=("hold", "safe"))
+    bad_observation: str = param("safe", "on a stale or non-finite observation send: safe = "
+                                         "the safe action, hold = the last action sent",
+                                 choices=("safe", "hold"))
+    safe_action: tuple[float, ...] = param((), "the safe action (A values); empty = the task's "
+                                               "(zero where the bounds allow, else mid-range)")
+
+
+@dataclass(frozen=True)
+class LoopTiming:
+    """Resolved timing: period_s and the plan budget (deadline - scheduled wake), seconds."""
+
+    period_s: float
+    budget_s: float
+
+    @property
+    def rate_hz(self) -> float:
+        return 1.0 / self.period_s
+
+    @classmethod
+    def resolve(cls, config: LoopConfig, task_rate_hz: float | None = None) -> LoopTiming:
+        rate = config.rate_hz if config.rate_hz is not None else task_rate_hz
+        if rate is None:
+            raise ConfigError("loop.rate_hz is not set and no task rate was given: set "
+                              "loop.rate_hz or pass the task's rate")
+        if not rate > 0.0:
+            raise ConfigError(f"control rate {rate!r} Hz must be > 0")
+        period = 1.0 / rate
+        margin = 0.1 * period if config.deadline_margin_s is None else config.deadline_margin_s
+        if margin >= period:
+            raise ConfigError(f"loop.deadline_margin_s = {margin:g} s leaves no time to plan in "
+                              f"the {period:g} s period ({rate:g} Hz): lower the margin or the rate")
+        return cls(period_s=period, budget_s=period - margin)

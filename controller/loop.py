@@ -1,0 +1,280 @@
+"""The fixed-rate receding-horizon control loop.
+
+Each cycle k wakes at the absolute time ``t0 + k * period`` (computed, never accumulated,
+so no drift), then: read the robot, plan, filter, send, record. Planning has a deadline,
+``t0 + k * period + budget`` with ``budget = period - deadline_margin``.
+
+Modes (:class:`~controller.config.LoopConfig` ``mode``):
+
+* ``async`` (default): the planner runs in a worker thread (:class:`PlanWorker`); the
+  loop waits for it until the deadline. A plan not ready by then is a *miss*: the
+  fallback is sent on time. The fallback is row ``k - j`` of the last finished plan,
+  made on the observation of slot ``j`` (so ``planned_actions()[1]`` right after that
+  plan, advanced by one per slot it is reused), or the safe action when there is no plan
+  yet or the plan is used up. A late plan is never sent as it stands: when it finishes
+  (during a later cycle's wait), it becomes the fallback source (its row ``k - j``), and
+  the loop at once submits that cycle's observation, so planning catches up without
+  skipping a cycle's chance to plan. Its duration is written back into its own row.
+* ``sync``: the planner runs in the loop thread. A late plan is detected after the fact,
+  counted as a miss and sent late; no fallback.
+
+A cycle that wakes a whole period or more late skips to the current slot (counted as
+``skipped_slots``), so the schedule stays on its grid and the loop never bursts.
+
+Lockstep simulation: pass a :class:`~controller.clocks.VirtualClock` (planning takes no
+time, no wall-clock sleep) or a :class:`~controller.clocks.FastForwardClock` (real
+planning time and misses, idle time skipped); a wall-clock robot uses
+:class:`~controller.base.MonotonicClock` (the default).
+
+During :meth:`ControlLoop.run` the garbage collector is off (collected at the end), the
+interpreter's thread switch interval is shortened, and, in the main thread, SIGINT and
+SIGTERM set a stop flag; all are restored afterwards. On a stop or an error the safe
+action is sent and the telemetry written before :meth:`run` returns or re-raises.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.base import Clock, MonotonicClock, Robot
+from controller.config import LoopConfig, LoopTiming
+from controller.safety import SafetyFilter
+from controller.telemetry import FALLBACK, NONE, PLAN, SAFE, Telemetry
+from controller.worker import PlanWorker
+from planners.base import Planner
+
+__all__ = ["ControlLoop"]
+
+logger = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ControlLoop:
+    """Drive ``robot`` with ``planner`` at a fixed rate.
+
+    robot: :class:`~controller.base.Robot`; planner: a :class:`~planners.base.Planner`
+    whose ``planned_actions()`` is (H, A); safety: a :class:`SafetyFilter` over the same
+    A actions; config: :class:`LoopConfig`; clock: default MonotonicClock; rate_hz: the
+    task's rate, used when ``config.rate_hz`` is null; run_dir: where :meth:`run` writes
+    ``telemetry.npz`` and ``telemetry_summary.json`` (None: nothing written).
+
+    After :meth:`run`, :attr:`telemetry` holds the records and :attr:`summary` the summary.
+    :meth:`stop` may be called from any thread.
+    """
+
+    def __init__(self, robot: Robot, planner: Planner, safety: SafetyFilter,
+                 config: LoopConfig = LoopConfig(), *, clock: Clock | None = None,
+                 rate_hz: float | None = None, run_dir: str | Path | None = None):
+        self.robot, self.planner, self.safety, self.config = robot, planner, safety, config
+        self.timing = LoopTiming.resolve(config, rate_hz)
+        self.clock = clock if clock is not None else MonotonicClock()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.telemetry: Telemetry | None = None
+        self.summary: dict[str, Any] | None = None
+        self._stop_reason: str | None = None
+        self._worker: PlanWorker | None = None
+        self._left_behind: PlanWorker | None = None  # a planner thread that outlived its run
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask the loop to end after the current cycle (sends the safe action)."""
+        self._stop_reason = reason
+
+    # -- run ------------------------------------------------------------------------------
+    def run(self, max_cycles: int | None = None) -> dict[str, Any]:
+        """Run one episode: until the observation says done, ``max_cycles`` cycles (default
+        ``config.max_cycles``; 0 = no limit) or a stop. Returns the summary
+        (:func:`controller.telemetry.summarize` plus stop_reason, mode, period_s, budget_s).
+
+        Before the clock starts it reads the robot once (sizes, planner warm-up), resets
+        the planner and allocates every buffer. It never closes the robot (the caller's).
+        stop_reason: done, max_cycles, stop (or the reason given to :meth:`stop`), SIGINT,
+        SIGTERM, error (the exception is re-raised after the safe action and telemetry).
+        """
+        cfg, safety = self.config, self.safety
+        limit = cfg.max_cycles if max_cycles is None else max_cycles
+        self._stop_reason = None
+        obs0 = self.robot.read()
+        self._setup(obs0)
+        restore = self._enter_realtime()
+        reason = "error"
+        try:
+            t0 = self.clock.now()
+            safety.reset(t0)
+            logger.info("control loop: %.4g Hz, %s, plan budget %.3g ms, %d-step plans",
+                        self.timing.rate_hz, cfg.mode, 1e3 * self.timing.budget_s, self._H)
+            reason = self._cycles(t0, limit if limit > 0 else -1)
+        finally:
+            self._finish(reason, restore)
+        return self.summary
+
+    def _setup(self, obs0) -> None:
+        """Allocate everything the cycles use (off the clock): telemetry, buffers, worker."""
+        cfg, planner = self.config, self.planner
+        if self._left_behind is not None:
+            if not self._left_behind.close(cfg.join_timeout_s):
+                raise RuntimeError("the planner thread of the previous run is still planning: "
+                                   "the planner cannot be shared with it")
+            self._left_behind = None
+        values = np.asarray(obs0.values)
+        self.planner.reset()
+        if cfg.warmup_plans and np.all(np.isfinite(values)):
+            for _ in range(cfg.warmup_plans):
+                planner.plan(values)
+            planner.reset()
+        plan = np.asarray(planner.planned_actions())
+        A = self.safety.act_dim
+        if plan.ndim != 2 or plan.shape[1] != A:
+            raise ValueError(f"planner.planned_actions() has shape {plan.shape} but the safety "
+                             f"filter has {A} actions: expected (H, {A})")
+        self._H = H = plan.shape[0]
+        self.telemetry = Telemetry(cfg.telemetry_size, values.size, A)
+        self._plan_buf = np.zeros((H, A))  # the last finished plan: fallback rows
+        self._plan_slot = -(H + 1)  # its slot j; none yet: every row k - j >= H
+        self._planned = np.zeros(A)  # this cycle's action before the filter
+        self._nan_a = np.full(A, np.nan)
+        self._plan_s = self._pred = self._dis = math.nan
+        self._missed = False
+        self._worker = (PlanWorker(planner, self.clock, values.size, H, A)
+                        if cfg.mode == "async" else None)
+
+    def _cycles(self, t0: float, limit: int) -> str:
+        """The fixed-rate loop; returns why it ended."""
+        clock, robot, safety, tel = self.clock, self.robot, self.safety, self.telemetry
+        period, budget = self.timing.period_s, self.timing.budget_s
+        plan_step = self._plan_async if self._worker is not None else self._plan_sync
+        nan, nan_a = math.nan, self._nan_a
+        n = k = 0  # cycle index, schedule slot
+        while self._stop_reason is None:
+            scheduled = t0 + k * period
+            clock.sleep_until(scheduled)
+            wake = clock.now()
+            if wake - scheduled >= period:  # overran whole periods: skip to the current slot
+                k = max(k, int((wake - t0) / period))
+                if t0 + k * period > wake:
+                    k -= 1
+                scheduled = t0 + k * period
+            obs = robot.read()
+            if obs.done:
+                tel.record(k, scheduled, wake, nan, obs, nan_a, nan_a, nan, False, NONE, nan, nan, 0)
+                return "done"
+            flags = safety.observe(obs, wake)
+            if flags:  # unusable observation: no plan, safe action
+                safety.substitute(flags)
+                source, planned, plan_s, missed, pred, dis = SAFE, nan_a, nan, False, nan, nan
+            else:
+                source = plan_step(n, k, obs.values, scheduled + budget)
+                flags = safety.filter(self._planned)
+                planned, plan_s, missed, pred, dis = (self._planned, self._plan_s, self._missed,
+                                                      self._pred, self._dis)
+            robot.send(safety.action)
+            sent = clock.now()
+            tel.record(k, scheduled, wake, sent, obs, planned, safety.action, plan_s, missed,
+                       source, pred, dis, flags)
+            n += 1
+            k += 1
+            if n == limit:
+                return "max_cycles"
+        return self._stop_reason
+
+    def _plan_sync(self, n: int, k: int, values: np.ndarray, deadline: float) -> int:
+        clock, planner = self.clock, self.planner
+        start = clock.now()
+        action = planner.plan(values)
+        end = clock.now()
+        np.copyto(self._planned, action)
+        np.copyto(self._plan_buf, planner.planned_actions())
+        self._plan_slot = k
+        stats = planner.stats
+        self._pred, self._dis = stats.predicted_return, stats.disagreement
+        self._plan_s = end - start
+        self._missed = end > deadline
+        return PLAN
+
+    def _plan_async(self, n: int, k: int, values: np.ndarray, deadline: float) -> int:
+        w = self._worker
+        if not w.busy:
+            w.submit(n, k, values)
+        self._plan_s = math.nan
+        while self.clock.wait_for(w.ready, deadline):
+            cycle, slot = w.take(self._plan_buf, self._planned)
+            self._plan_slot = slot
+            self._pred, self._dis = w.predicted_return, w.disagreement
+            if cycle == n:
+                self._plan_s, self._missed = w.plan_s, False
+                return PLAN
+            # a late plan of an earlier cycle: now the fallback source; plan this cycle now
+            self.telemetry.set_plan_time(cycle, w.plan_s)
+            w.submit(n, k, values)
+        self._missed = True
+        row = k - self._plan_slot
+        if row < self._H:
+            np.copyto(self._planned, self._plan_buf[row])
+            return FALLBACK
+        np.copyto(self._planned, self.safety.safe_action)
+        self._pred = self._dis = math.nan
+        return SAFE
+
+    # -- around the run ---------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop_reason = signal.Signals(signum).name
+
+    def _enter_realtime(self) -> dict[str, Any]:
+        """Signal handlers (main thread only), GC off, short switch interval; returns what
+        to restore."""
+        cfg = self.config
+        saved: dict[str, Any] = {"gc": gc.isenabled(), "switch": sys.getswitchinterval(),
+                                 "signals": {}}
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                saved["signals"][sig] = signal.signal(sig, self._on_signal)
+        if cfg.disable_gc:
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+        if cfg.switch_interval_s is not None:
+            sys.setswitchinterval(cfg.switch_interval_s)
+        return saved
+
+    def _finish(self, reason: str, saved: dict[str, Any]) -> None:
+        """Safe action (on a stop or error, or always with safe_on_exit), planner thread
+        stopped, settings restored, summary made, telemetry written."""
+        if reason not in ("done", "max_cycles") or self.config.safe_on_exit:
+            try:
+                self.robot.send(self.safety.emergency())
+            except Exception:
+                logger.exception("could not send the safe action at the end of the run")
+        if self._worker is not None:
+            if not self._worker.close(self.config.join_timeout_s):
+                self._left_behind = self._worker
+            self._worker = None
+        sys.setswitchinterval(saved["switch"])
+        for sig, handler in saved["signals"].items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if self.config.disable_gc:
+            gc.unfreeze()
+            gc.collect()
+            if saved["gc"]:
+                gc.enable()
+        summary = self.telemetry.summary()
+        summary.update(stop_reason=reason, mode=self.config.mode, period_s=self.timing.period_s,
+                       budget_s=self.timing.budget_s)
+        self.summary = summary
+        if self.run_dir is not None:
+            path = self.telemetry.save(self.run_dir, summary)
+            logger.info("telemetry written to %s", path)
+        level = logging.WARNING if reason not in ("done", "max_cycles") else logging.INFO
+        logger.log(level, "control loop ended (%s): %d cycles at %.4g Hz, %d misses, plan p99 "
+                          "%.3g ms, jitter p99 %.3g ms, %d safety events, return %.4g", reason,
+                   summary["cycles"], summary["rate_hz"], summary["misses"], summary["plan_ms_p99"],
+                   summary["jitter_ms_p99"], summary["safety_events"]["total"],
+                   summary["episode_return"])

@@ -1,0 +1,76 @@
+"""Smoke runs of the rtmpc commands, as a user runs them, with tiny budgets."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+RTMPC = [sys.executable, "-m", "scripts.cli"]
+TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "model.members=2",
+        "--set", "model.hidden=16", "--set", "model.layers=2", "--set", "train.epochs=2",
+        "--set", "planner.samples=16", "--set", "planner.elites=4", "--set", "planner.horizon=3",
+        "--set", "planner.iterations=1", "--set", "pets.episodes=2", "--set", "pets.threads=1"]
+
+
+def rtmpc(*args, timeout=300):
+    return subprocess.run([*RTMPC, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    res = rtmpc("train", "pets_cartpole", "--out", str(out), *TINY)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "trained" in res.stdout
+    return out
+
+
+def test_export_prints_parity(run_dir):
+    res = rtmpc("export", str(run_dir), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["parity_max_abs"] <= 1e-4 and out["obs_dim"] == 6
+
+
+def test_control_json_has_the_promised_keys(run_dir):
+    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
+                "--json", "--cycles", "10")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ["episodes", "return_mean", "return_std", "cycles", "misses", "rate_hz", "plan_ms_p50",
+                "plan_ms_p99", "jitter_ms_p50", "jitter_ms_p99", "safety_events"]:
+        assert key in out, key
+    assert out["cycles"] == 10
+
+
+def test_resume_with_another_config_is_refused(run_dir):
+    res = rtmpc("train", "pets_cartpole", "--out", str(run_dir), "--resume", *TINY, "--set", "seed=5")
+    assert res.returncode == 2 and "differs from the config given" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "pets_cartpole", "--set", "planner.horizon=0"], "planner.horizon = 0 is out of range"),
+    (["train", "pets_cartpole", "--set", "planner.horizn=3"], "unknown key planner.horizn"),
+    (["train", "pets_cartpole", "--set", "task.name=cartpol-swingup"], "unknown task 'cartpol-swingup'"),
+    (["train", "no_such_config"], "not found"),
+])
+def test_user_errors_are_one_line(args, message, tmp_path):
+    res = rtmpc(*args, "--out", str(tmp_path / "x"))
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in res.stderr
+
+
+def test_control_with_a_damaged_model_is_one_line(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x01garbage")
+    res = rtmpc("control", "--model", str(bad), "--task", "cartpole-swingup")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "model.onnx" in res.stderr.strip().splitlines()[-1]
+
+
+def test_control_with_a_model_for_another_task_is_one_line(run_dir):
+    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--task", "cartpole-swingup")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "obs 6" in res.stderr and "obs 5" in res.stderr
