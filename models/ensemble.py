@@ -292,7 +292,7 @@ def fit_ensemble(model: ProbabilisticEnsemble, data: Transitions, cfg: TrainConf
     decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
     other = [p for name, p in model.named_parameters() if not name.endswith("weight")]
     opt = torch.optim.Adam([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+                            {"params": other, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
 
     best_mse = np.full(e, np.inf)
     best_epoch = [0] * e
