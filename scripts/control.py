@@ -51,8 +51,11 @@ def control_config(config_path, overrides, planner_kind):
 
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
                  realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
-                 out: Path | None = None, video: str | None = None) -> dict:
-    """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more)."""
+                 out: Path | None = None, video: str | None = None, stretch_episode: bool = False) -> dict:
+    """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more).
+
+    stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
+    """
     import sim
     from controller import ControlLoop, FastForwardClock, MonotonicClock, SafetyFilter, summarize
     from models.base import ModelError
@@ -66,8 +69,16 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
         raise ModelError(f"{model_path} does not say which task it was trained on: pass --task")
     repeat = int(meta.get("action_repeat", 1))
     returns, records, summaries = [], [], []
+    task_cfg = cfg.task.replace(name=task)  # keeps a cost section for an MJCF task
+    if stretch_episode and cycles:
+        period = sim.make(task_cfg, action_repeat=repeat).spec.control_period
+        seconds = cycles / (rate_hz or cfg.loop.rate_hz or 1.0 / period)
+        task_cfg = task_cfg.replace(episode_steps=int(math.ceil(seconds / period)) + 2)
+    # A config's episode_steps counts model steps; the wall-clock robot steps each physics control step.
+    robot_task = task_cfg.replace(action_repeat=1 if realtime else repeat,
+                                  episode_steps=task_cfg.episode_steps * (repeat if realtime else 1))
     for ep in range(episodes):
-        env = sim.make(task, seed=seed + ep, action_repeat=1 if realtime else repeat)
+        env = sim.make(robot_task, seed=seed + ep)
         spec = env.spec
         if spec.obs_dim != model.dims.obs_dim or spec.act_dim != model.dims.act_dim:
             raise ModelError(f"{model_path} has obs {model.dims.obs_dim}, act {model.dims.act_dim} but task "
@@ -96,18 +107,21 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
         log.info("episode %d: return %.1f, %d cycles, %d misses, plan p99 %.2f ms", ep, robot.episode_return,
                  summary["cycles"], summary["misses"], summary["plan_ms_p99"])
         if video and ep == 0:
-            render_env = sim.make(task, action_repeat=1)
+            render_env = sim.make(task_cfg, action_repeat=1)
             sim.render_states(render_env, robot.states, video, fps=1.0 / robot.record_period_s)
             render_env.close()
+        if summary.get("stop_reason") in ("SIGINT", "SIGTERM", "stop"):
+            log.info("stopped by %s after episode %d: safe action sent, telemetry written", summary["stop_reason"], ep)
+            break
     merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
     total = summarize(merged)
-    result = {"episodes": episodes, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+    result = {"episodes": len(returns), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
               "returns": [float(r) for r in returns], "cycles": total["cycles"], "misses": total["misses"],
               "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
               "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
               "fallbacks": total["fallbacks"], "task": task, "planner": cfg.planner.kind,
               "mode": "realtime" if realtime else "lockstep", "loop_mode": cfg.loop.mode if realtime else "sync",
-              "rate_hz_target": rate, "threads_ort": threads}
+              "rate_hz_target": rate, "threads_ort": threads, "stop_reason": summaries[-1].get("stop_reason")}
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):
             result[f"{k}_{q}"] = total[f"{k}_{q}"]

@@ -72,7 +72,7 @@ def make(name: str | TaskConfig, seed: int | np.random.Generator | None = None, 
             close = [n for n in task_names() if cfg.name.split("-")[0] in n][:6]
             hint = f" (did you mean {', '.join(close)}?)" if close else " (rtmpc tasks lists them)"
             raise TaskError(f"unknown task {cfg.name!r}{hint}")
-        env = DMCEnv(cfg.name, action_repeat=cfg.action_repeat, seed=seed)
+        env = DMCEnv(cfg.name, action_repeat=cfg.action_repeat, seed=seed, episode_steps=cfg.episode_steps)
     if cfg.episode_steps:
         env.spec = replace(env.spec, episode_steps=cfg.episode_steps)
     return env

@@ -45,6 +45,8 @@ class DMCEnv(Env):
             raise TaskError(f"unknown dm_control task {name!r}")
         self._rng = np.random.default_rng(seed)
         self._env = suite.load(domain, task, task_kwargs={"random": self._new_random()})
+        if episode_steps:  # the suite's own time limit would end a longer episode first: use ours
+            self._env._step_limit = float(episode_steps * action_repeat)
         physics = self._env.physics
         spec = self._env.action_spec()
         obs_spec = self._env.observation_spec()
