@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from configs import Config, load, param, table
 from controller.config import LoopConfig, SafetyConfig
 from models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from models.latent_config import LatentConfig
 from planners.base import PlannerConfig
 from sim import TaskConfig
 
@@ -21,13 +22,15 @@ __all__ = ["RunConfig", "add_config_arguments", "load_run_config"]
 class RunConfig(Config):
     """Everything one training run needs; saved resolved as runs/NAME/config.yaml."""
 
-    kind: str = param("pets", "model family", choices=("pets",))
+    kind: str = param("pets", "model family: pets (model, train and pets sections) or latent (TD-MPC, "
+                              "the latent section)", choices=("pets", "latent"))
     seed: int = param(0, "seed of every random choice of the run", ge=0)
     task: TaskConfig = param(TaskConfig(), "the task")
     model: EnsembleConfig = param(EnsembleConfig(), "the probabilistic ensemble")
     train: TrainConfig = param(TrainConfig(), "one fit of the ensemble")
     planner: PlannerConfig = param(PlannerConfig(), "the planner used to collect data and to control")
     pets: PETSLoopConfig = param(PETSLoopConfig(), "the PETS outer loop")
+    latent: LatentConfig = param(LatentConfig(), "the TD-MPC latent model, its updates and loop (kind: latent)")
     loop: LoopConfig = param(LoopConfig(), "the fixed-rate control loop")
     safety: SafetyConfig = param(SafetyConfig(), "the safety filter")
 

@@ -17,12 +17,16 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--out", help="run directory (default runs/<config name>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last episode")
-    p.add_argument("--steps", type=int, help="cap on environment steps (action repeat counted)")
+    p.add_argument("--steps", type=int, help="environment steps (action repeat counted): a cap for pets, the "
+                                             "run's length (latent.loop.total_steps) for latent")
 
 
 def resolve_run(args) -> tuple[RunConfig, RunDir]:
-    extra = {"pets": {"max_env_steps": args.steps}} if args.steps is not None else None
-    cfg = load_run_config(args.config, args.overrides, args.seed, extra)
+    cfg = load_run_config(args.config, args.overrides, args.seed)
+    if args.steps is not None:  # pets: a cap on env steps; latent: the run's length
+        extra = {"latent": {"loop": {"total_steps": args.steps}}} if cfg.kind == "latent" else \
+            {"pets": {"max_env_steps": args.steps}}
+        cfg = load_run_config(args.config, args.overrides, args.seed, extra)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-s{cfg.seed}"
     run = RunDir(out)
     if run.config.exists():
@@ -41,20 +45,28 @@ def resolve_run(args) -> tuple[RunConfig, RunDir]:
 
 def run(args) -> int:
     import sim
-    from models.pets_train import train_pets
     from models.runtime import load_model  # noqa: F401  (fail early if the runtime cannot load)
     from planners import make_planner
 
     cfg, run_dir = resolve_run(args)
-    print_config(cfg, f"rtmpc train -> {run_dir.root}")
+    print_config(cfg, f"rtmpc train ({cfg.kind}) -> {run_dir.root}")
     run_dir.make()
     write_yaml(run_dir.config, to_dict(cfg))
-    rows = train_pets(
-        run_dir,
-        make_env=lambda: sim.make(cfg.task, seed=cfg.seed),
-        make_planner=lambda model: make_planner(cfg.planner, model, rng=cfg.seed),
-        ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=args.resume,
-    )
+    make_env = lambda: sim.make(cfg.task, seed=cfg.seed)  # noqa: E731
+    if cfg.kind == "latent":
+        from models.latent_train import train_latent
+
+        rows = train_latent(run_dir, make_env=make_env,
+                            make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng),
+                            cfg=cfg.latent, seed=cfg.seed, resume=args.resume)
+    else:
+        from models.pets_train import train_pets
+
+        rows = train_pets(
+            run_dir, make_env=make_env,
+            make_planner=lambda model: make_planner(cfg.planner, model, rng=cfg.seed),
+            ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=args.resume,
+        )
     if rows:
         last = rows[-1]
         best = max(float(r["eval_return"]) for r in rows)

@@ -1,0 +1,330 @@
+"""The TD-MPC loop: collect with the planner over the exported model, update every step.
+
+TD-MPC2 (Hansen, Su, Wang, ICLR 2024), its online trainer, with the planner of rtmpc:
+
+1. ``seed_steps`` environment steps of uniformly random actions fill the buffer; when
+   they end, ``seed agent steps x utd`` updates are made at once (TD-MPC2's pretraining).
+2. Then every agent step: plan with MPPI over the *exported* ONNX model (the code path
+   of deployment), add Gaussian exploration noise (std ``explore_std`` decaying linearly
+   to ``explore_std_min`` over ``explore_decay_steps``, as a fraction of half the action
+   range: the planner returns its mean, TD-MPC2 samples an elite and adds its std),
+   step the task, store the transition, and make ``utd`` updates (fractions carry over).
+3. The planner's model is re-exported every ``export_every`` environment steps (and at
+   every evaluation): export, parity check against PyTorch on buffer observations,
+   reload in ONNX Runtime, new planner (its warm start is lost once).
+4. Every ``eval_every`` environment steps (at the end of the episode that crosses it) and
+   at the end: ``eval_episodes`` planner episodes without noise on fixed seeds; a row of
+   metrics.csv (``env_steps``, ``eval_return`` and the losses, update rate, plan time)
+   and learning_curve.png.
+5. After every episode: buffer, checkpoint (model, target, optimisers, Q scale, random
+   states), metrics and progress state are written atomically, so ``resume=True``
+   continues from the last completed episode.
+
+All step counts are environment steps (action repeat counted) unless called agent steps.
+The planner is injected (``make_planner(rollout_model, rng) -> Planner``) so that models/
+does not depend on planners/.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from configs import to_dict
+from configs.rundir import RunDir, append_csv_row, write_yaml
+
+from .base import ModelError
+from .buffer import ReplayBuffer
+from .latent import LatentLearner, LatentWorldModel, load_latent_learner, save_latent
+from .latent_config import LatentConfig, tdmpc2_discount
+from .latent_export import check_latent_parity, export_latent
+from .pets_train import plot_learning_curve
+from .runtime import load_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_latent", "sample_batch", "seed_agent_steps", "EVAL_SEED"]
+
+Progress = Callable[[dict], None]
+EVAL_SEED = 1_000_000  # evaluation episode i uses seed EVAL_SEED + i (the same every evaluation)
+_LOSSES = ("consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss", "pi_entropy",
+           "pi_scale", "grad_norm")
+
+
+def seed_agent_steps(cfg: LatentConfig, episode_steps: int, action_repeat: int) -> int:
+    """Agent steps of random actions: ``seed_steps`` / repeat, or TD-MPC2's max(1000, 5 episodes)."""
+    if cfg.loop.seed_steps:
+        return max(1, math.ceil(cfg.loop.seed_steps / action_repeat))
+    return max(1000, 5 * episode_steps)
+
+
+def sample_batch(buffer: ReplayBuffer, model: LatentWorldModel, batch_size: int, horizon: int,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, ...] | None:
+    """B sub-trajectories of H steps inside one episode each, uniformly over the valid starts:
+    obs (H+1, B, O), normalised act (H, B, A), reward (H, B), terminated (H, B) float;
+    None while no episode holds H transitions."""
+    n = len(buffer)
+    if n < horizon:
+        return None
+    ep = buffer.episode
+    starts = np.flatnonzero(ep[: n - horizon + 1] == ep[horizon - 1:])
+    if starts.size == 0:
+        return None
+    idx = starts[rng.integers(starts.size, size=batch_size)]
+    steps = idx[:, None] + np.arange(horizon)  # (B, H)
+    obs = np.concatenate([buffer.obs[idx][:, None], buffer.next_obs[steps]], axis=1)  # (B, H+1, O)
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1)))  # noqa: E731
+    act = model.normalize_action(t(buffer.act[steps]))
+    return t(obs), act, t(buffer.reward[steps]), t(buffer.terminated[steps].astype(np.float32))
+
+
+def _truncate(buffer: ReplayBuffer, n: int) -> ReplayBuffer:
+    """The first n transitions of ``buffer`` (a run killed between saves)."""
+    if len(buffer) == n:
+        return buffer
+    out = ReplayBuffer(buffer.obs_dim, buffer.act_dim, capacity=max(n, 1))
+    out.add_batch(buffer.obs[:n], buffer.act[:n], buffer.reward[:n], buffer.next_obs[:n], buffer.terminated[:n],
+                  buffer.episode[:n])
+    return out
+
+
+def _keep_metrics(path, env_steps: int) -> None:
+    """Drop metrics rows written after the state being resumed (they will be written again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["env_steps"]) <= env_steps]
+    if len(kept) != len(rows):
+        path.unlink()
+        for r in kept:
+            append_csv_row(path, r)
+
+
+class _Collector:
+    """The planner over the latest exported model, rebuilt on each export."""
+
+    def __init__(self, run: RunDir, spec, learner: LatentLearner, make_planner, threads: int, parity_samples: int):
+        self.run, self.spec, self.learner, self.make_planner = run, spec, learner, make_planner
+        self.threads, self.parity_samples = threads, parity_samples
+        self.planner = None
+        self.export_s = float("nan")
+        self.parity = float("nan")
+        self.exports = 0
+
+    def export(self, buffer: ReplayBuffer, rng: np.random.Generator) -> None:
+        """Export the model, check it, load it, build a planner over it."""
+        t0 = time.perf_counter()
+        spec, model = self.spec, self.learner.model
+        export_latent(model, self.run.model, gamma=self.learner.discount,
+                      extra_metadata={"task": spec.name, "control_period": repr(spec.control_period),
+                                      "action_repeat": str(spec.action_repeat)})
+        pick = rng.choice(len(buffer), size=min(self.parity_samples, len(buffer)), replace=False)
+        self.parity = check_latent_parity(model, self.run.model, buffer.obs[np.sort(pick)],
+                                          gamma=self.learner.discount, n_random=2, samples=32,
+                                          rng=np.random.default_rng(rng.integers(2**32)))
+        rollout_model = load_model(self.run.model, threads=self.threads,
+                                   rng=np.random.default_rng(rng.integers(2**32)))
+        self.planner = self.make_planner(rollout_model, np.random.default_rng(rng.integers(2**32)))
+        self.planner.reset()
+        self.export_s = time.perf_counter() - t0
+        self.exports += 1
+
+
+def _episode_steps(env, act, buffer: ReplayBuffer | None, episode: int, seed: int, on_step=None
+                   ) -> tuple[float, int, list[float]]:
+    """One episode; returns (return, agent steps, act times in ms). ``on_step()`` after each
+    step returns True to stop early (the step budget)."""
+    obs, _ = env.reset(seed=seed)
+    total, steps, times = 0.0, 0, []
+    for _ in range(env.spec.episode_steps):
+        t0 = time.perf_counter()
+        a = act(obs)
+        times.append(1e3 * (time.perf_counter() - t0))
+        next_obs, reward, terminated, truncated, _ = env.step(a)
+        if buffer is not None:
+            buffer.add(obs, a, reward, next_obs, terminated, episode)
+        total += reward
+        steps += 1
+        obs = next_obs
+        stop = on_step() if on_step is not None else False
+        if terminated or truncated or stop:
+            break
+    return total, steps, times
+
+
+def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Callable[[object, np.random.Generator],
+                 object], cfg: LatentConfig, seed: int = 0, resume: bool = False,
+                 progress: Progress | None = None) -> list[dict]:
+    """Run (or resume) the TD-MPC loop in ``run``; returns the metrics rows of this call.
+
+    ``progress(info)`` is called after each episode once its files are written, with
+    ``episode``, ``env_steps``, ``train_return``, ``updates`` and ``eval`` (the metrics row
+    when the episode ended with an evaluation, else None).
+    """
+    loop = cfg.loop
+    torch.set_num_threads(loop.threads)
+    run.make()
+    env = make_env()
+    spec = env.spec
+    repeat = spec.action_repeat
+    ckpt = run.checkpoints / "latent.pt"
+    seed_agent = seed_agent_steps(cfg, spec.episode_steps, repeat)
+    discount = cfg.train.discount or tdmpc2_discount(spec.episode_steps)
+    half = 0.5 * (np.asarray(spec.action_high) - np.asarray(spec.action_low))
+
+    state = yaml.safe_load(run.state.read_text()) if resume and run.state.exists() else None
+    if state is not None:
+        model, learner, extra = load_latent_learner(ckpt, cfg.train, seed)
+        if extra.get("agent_steps") != state["agent_steps"]:
+            raise ModelError(f"run {run.root} is inconsistent: state.yaml is at agent step {state['agent_steps']}, "
+                             f"the checkpoint at {extra.get('agent_steps')}; remove state.yaml to restart")
+        buffer = _truncate(ReplayBuffer.load(run.buffer), int(state["transitions"]))
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(extra["torch_rng"])
+        _keep_metrics(run.metrics, int(state["env_steps"]))
+        log.info("resuming %s after episode %d (%d env steps, %d transitions, %d updates)", run.root,
+                 state["episodes"], state["env_steps"], len(buffer), learner.updates)
+    else:
+        if resume:
+            log.info("nothing to resume in %s: starting a new run", run.root)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        model = LatentWorldModel(spec.obs_dim, spec.act_dim, cfg.model, spec.action_low, spec.action_high,
+                                 seed=seed)
+        learner = LatentLearner(model, cfg.train, discount, seed)
+        buffer = ReplayBuffer(spec.obs_dim, spec.act_dim, capacity=min(loop.total_steps // repeat + 1, 1 << 20))
+        state = {"env_steps": 0, "agent_steps": 0, "episodes": 0, "transitions": 0, "next_eval": loop.eval_every,
+                 "last_export": None, "utd_carry": 0.0, "train_returns": [], "wall_s": 0.0}
+        if run.metrics.exists():
+            run.metrics.unlink()
+    model.eval()
+    log.info("latent model: %d parameters, discount %.4f, %d seed agent steps, %d env steps in all",
+             model.num_params(), discount, seed_agent, loop.total_steps)
+
+    collector = _Collector(run, spec, learner, make_planner, loop.plan_threads, loop.parity_samples)
+    interval = {"updates": 0, "update_s": 0.0, "losses": {k: 0.0 for k in _LOSSES}, "t0": time.perf_counter(),
+                "plan_ms": []}
+    rows: list[dict] = []
+    t_call = time.perf_counter()
+    wall0 = float(state["wall_s"])
+
+    def update(n: int) -> None:
+        t0 = time.perf_counter()
+        for i in range(n):
+            batch = sample_batch(buffer, model, cfg.train.batch_size, cfg.train.horizon, rng)
+            if batch is None:
+                break
+            info = learner.update(*batch)
+            interval["updates"] += 1
+            for k in _LOSSES:
+                interval["losses"][k] += info[k]
+            if n >= 500 and (i + 1) % 500 == 0:  # pretraining on the seed data: say how far it is
+                log.info("pretraining: %d/%d updates (%.0f/s)", i + 1, n, (i + 1) / (time.perf_counter() - t0))
+        interval["update_s"] += time.perf_counter() - t0
+
+    def noise_std() -> float:
+        done = max(0, state["env_steps"] - seed_agent * repeat)
+        frac = min(1.0, done / loop.explore_decay_steps)
+        return loop.explore_std + frac * (loop.explore_std_min - loop.explore_std)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if state["agent_steps"] < seed_agent:
+            return rng.uniform(spec.action_low, spec.action_high)
+        last = state["last_export"]
+        if collector.planner is None or last is None or state["env_steps"] - last >= loop.export_every:
+            collector.export(buffer, rng)
+            state["last_export"] = state["env_steps"]
+        t0 = time.perf_counter()
+        a = collector.planner.plan(obs)
+        interval["plan_ms"].append(1e3 * (time.perf_counter() - t0))
+        a = a + noise_std() * half * rng.standard_normal(spec.act_dim)
+        return np.clip(a, spec.action_low, spec.action_high)
+
+    def on_step() -> bool:
+        state["agent_steps"] += 1
+        state["env_steps"] += repeat
+        if state["agent_steps"] == seed_agent:
+            update(int(round(seed_agent * loop.utd)))  # pretraining on the seed data (TD-MPC2)
+        elif state["agent_steps"] > seed_agent:
+            carry = state["utd_carry"] + loop.utd
+            n = int(carry)
+            state["utd_carry"] = carry - n
+            update(n)
+        return state["env_steps"] >= loop.total_steps
+
+    while state["env_steps"] < loop.total_steps:
+        # Collect one episode (updating as it goes)
+        episode = int(state["episodes"])
+        if collector.planner is not None:
+            collector.planner.reset()
+        ret, _, _ = _episode_steps(env, act, buffer, episode, seed=int(rng.integers(2**31)), on_step=on_step)
+        if not math.isfinite(ret):
+            raise ModelError(f"episode {episode + 1} returned {ret}: the task produced a non-finite reward")
+        state["episodes"] = episode + 1
+        state["transitions"] = len(buffer)
+        state["train_returns"].append(round(float(ret), 3))
+        upd_rate = interval["updates"] / interval["update_s"] if interval["update_s"] > 0 else float("nan")
+        log.info("episode %d: return %.1f, env steps %d/%d, %d updates (%.0f/s), plan %s ms", state["episodes"], ret,
+                 state["env_steps"], loop.total_steps, learner.updates, upd_rate,
+                 f"{np.median(interval['plan_ms']):.1f}" if interval["plan_ms"] else "-")
+
+        # Evaluate
+        done = state["env_steps"] >= loop.total_steps
+        row = None
+        if state["env_steps"] >= state["next_eval"] or done:
+            collector.export(buffer, rng)
+            state["last_export"] = state["env_steps"]
+            planner = collector.planner
+            returns, plan_ms = [], []
+            for i in range(loop.eval_episodes):
+                planner.reset()
+                r, _, times = _episode_steps(env, planner.plan, None, -1, seed=EVAL_SEED + i)
+                returns.append(r)
+                plan_ms += times
+            planner.reset()
+            n_up = interval["updates"]
+            row = {"env_steps": state["env_steps"], "agent_steps": state["agent_steps"],
+                   "episodes": state["episodes"], "eval_return": round(float(np.mean(returns)), 3),
+                   "eval_return_std": round(float(np.std(returns)), 3),
+                   "train_return": round(float(np.mean(state["train_returns"])), 3),
+                   "updates": learner.updates, "updates_per_s": round(upd_rate, 2) if math.isfinite(upd_rate) else "",
+                   **{k: (round(v / n_up, 5) if n_up else "") for k, v in interval["losses"].items()},
+                   "plan_ms_median": round(float(np.median(plan_ms)), 3),
+                   "plan_ms_p99": round(float(np.percentile(plan_ms, 99)), 3),
+                   "collect_plan_ms_median": round(float(np.median(interval["plan_ms"])), 3)
+                   if interval["plan_ms"] else "",
+                   "export_s": round(collector.export_s, 3), "parity_max_abs": f"{collector.parity:.2e}",
+                   "seconds": round(time.perf_counter() - interval["t0"], 2),
+                   "wall_s": round(wall0 + time.perf_counter() - t_call, 2)}
+            state["next_eval"] = (state["env_steps"] // loop.eval_every + 1) * loop.eval_every
+            state["train_returns"] = []
+            interval.update(updates=0, update_s=0.0, losses={k: 0.0 for k in _LOSSES}, t0=time.perf_counter(),
+                            plan_ms=[])
+            log.info("eval at %d env steps: return %.1f +- %.1f (%d episodes), plan %.2f ms (p99 %.2f)",
+                     state["env_steps"], row["eval_return"], row["eval_return_std"], len(returns),
+                     row["plan_ms_median"], row["plan_ms_p99"])
+
+        # Save: buffer, checkpoint, metrics, then the state that points at them
+        state["wall_s"] = wall0 + time.perf_counter() - t_call
+        buffer.save(run.buffer)
+        save_latent(model, ckpt, learner, extra={"agent_steps": state["agent_steps"],
+                                                 "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)})
+        if row is not None:
+            append_csv_row(run.metrics, row)
+            plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"TD-MPC latent model on {spec.name}")
+            rows.append(row)
+        write_yaml(run.state, {**state, "rng": rng.bit_generator.state, "seed": seed})
+        if progress is not None:
+            progress({"episode": state["episodes"], "env_steps": state["env_steps"], "train_return": ret,
+                      "updates": learner.updates, "eval": row})
+    env.close()
+    return rows
