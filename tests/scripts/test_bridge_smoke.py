@@ -1,0 +1,76 @@
+"""Smoke runs of ``rtmpc robot`` + ``rtmpc control --robot`` (a tiny model trained on the
+spot, point-target, two processes on 127.0.0.1) and of ``rtmpc bench bridge``."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("zenoh")
+
+RTMPC = [sys.executable, "-m", "scripts.cli"]
+TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "model.members=2",
+        "--set", "model.hidden=16", "--set", "model.layers=2", "--set", "train.epochs=2",
+        "--set", "planner.samples=16", "--set", "planner.elites=4", "--set", "planner.horizon=3",
+        "--set", "planner.iterations=1", "--set", "pets.episodes=2", "--set", "pets.threads=1"]
+
+
+def rtmpc(*args, timeout=300):
+    return subprocess.run([*RTMPC, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def free_endpoint() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    res = rtmpc("train", "pets_cartpole", "--out", str(out), *TINY)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out
+
+
+def test_control_drives_a_robot_in_another_process(run_dir):
+    endpoint = free_endpoint()
+    # the model's step is 8 physics steps (the config's action repeat): 15 model steps = 120 robot steps
+    robot = subprocess.Popen([*RTMPC, "robot", "--task", "point-target", "--endpoint", endpoint, "--episodes", "1",
+                              "--episode-steps", "120", "--linger", "0", "--duration", "60", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
+                    "--robot", endpoint, "--json", timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        out, err = robot.communicate(timeout=30)
+    finally:
+        if robot.poll() is None:
+            robot.kill()
+            robot.wait()
+    assert robot.returncode == 0, err[-3000:]
+    ctl, served = json.loads(res.stdout.strip().splitlines()[-1]), json.loads(out.strip().splitlines()[-1])
+    assert ctl["mode"] == "bridge" and ctl["stop_reason"] == "done" and ctl["cycles"] >= 14
+    assert ctl["bridge"]["accepted"] > 0 and ctl["bridge"]["size"] == 0 and ctl["bridge"]["restarts"] == 0
+    assert served["episodes"] == 1 and served["commands"]["accepted"] >= 14
+    assert ctl["returns"][0] == pytest.approx(served["returns"][0])  # the same episode, seen from both sides
+    assert "  bridge        received" in res.stdout
+
+
+def test_control_without_a_robot_is_one_line(run_dir):
+    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
+                "--robot", free_endpoint(), "--set", "task.name=point-target", timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no observation from a robot at tcp/127.0.0.1" in res.stderr.strip().splitlines()[-1]
+
+
+def test_bench_bridge_prints_a_table_and_a_json_line():
+    res = rtmpc("bench", "bridge", "--cycles", "100", "--json", timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("rtt_ms_p50", "rtt_ms_p99", "rtt_ms_max", "read_ms_p99", "send_ms_p99", "answered"):
+        assert key in out, key
+    assert out["answered"] >= 100 and 0 < out["rtt_ms_p50"] <= out["rtt_ms_p99"] <= out["rtt_ms_max"]
+    assert "round trip" in res.stdout
