@@ -21,6 +21,27 @@ Modes (:class:`~controller.config.LoopConfig` ``mode``):
 A cycle that wakes a whole period or more late skips to the current slot (counted as
 ``skipped_slots``), so the schedule stays on its grid and the loop never bursts.
 
+When the action is committed (:class:`~controller.config.LoopConfig` ``commit``):
+
+* ``now``: as above. The action planned on the observation read at ``t_k`` is
+  sent at ``t_k`` + plan time, while the action of slot ``k - 1`` still acts: a model
+  that assumes its action acts from the observation on is one plan time off.
+* ``next`` (default): one-period delay compensation. Cycle k wakes at ``t_k``, reads ``o_k`` and at
+  once sends the action committed for slot k; then it plans on ``o_k`` with that action
+  fixed as the plan's row 0 (``planner.plan(o_k, first_action)``), deadline ``t_k +
+  budget`` (= ``t_{k+1}`` - margin), and the plan's row 1 is committed for slot k + 1.
+  Slot 0 sends the warm-up plan made on the set-up observation before the clock starts
+  (its row 0; the safe action with ``warmup_plans: 0``); the planner is not reset after
+  it. The same fallback rule holds with the plan's rows shifted: slot k sends row
+  ``k - j`` of the last finished plan, made on the observation of slot j (row 1 when the
+  plan of slot k - 1 was on time: source plan; a later row: fallback; used up: safe). A
+  late plan counts as a miss in its own cycle's row, and the fallback shows in the next
+  cycle's source. In ``sync`` mode plans age by cycles, not slots: the plan of cycle n,
+  late or not, is sent by cycle n + 1 (late only when it overran the whole period, and
+  then still its row 1, as a lockstep robot, which waits for the loop, needs). A cycle
+  with an unusable observation sends the safe action and plans nothing, so the next
+  cycle falls back.
+
 Lockstep simulation: pass a :class:`~controller.clocks.VirtualClock` (planning takes no
 time, no wall-clock sleep) or a :class:`~controller.clocks.FastForwardClock` (real
 planning time and misses, idle time skipped); a wall-clock robot uses
@@ -35,6 +56,7 @@ action is sent and the telemetry written before :meth:`run` returns or re-raises
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import math
 import signal
@@ -110,9 +132,10 @@ class ControlLoop:
         try:
             t0 = self.clock.now()
             safety.reset(t0)
-            logger.info("control loop: %.4g Hz, %s, plan budget %.3g ms, %d-step plans",
-                        self.timing.rate_hz, cfg.mode, 1e3 * self.timing.budget_s, self._H)
-            reason = self._cycles(t0, limit if limit > 0 else -1)
+            logger.info("control loop: %.4g Hz, %s, commit %s, plan budget %.3g ms, %d-step plans",
+                        self.timing.rate_hz, cfg.mode, cfg.commit, 1e3 * self.timing.budget_s, self._H)
+            cycles = self._cycles_next if cfg.commit == "next" else self._cycles
+            reason = cycles(t0, limit if limit > 0 else -1)
         finally:
             self._finish(reason, restore)
         return self.summary
@@ -126,43 +149,63 @@ class ControlLoop:
                                    "the planner cannot be shared with it")
             self._left_behind = None
         values = np.asarray(obs0.values)
+        ahead = cfg.commit == "next"
+        if ahead and "first_action" not in inspect.signature(planner.plan).parameters:
+            raise TypeError(f"loop.commit = next needs planner.plan(obs, first_action), which "
+                            f"{type(planner).__name__} does not have: set loop.commit: now")
         self.planner.reset()
-        if cfg.warmup_plans and np.all(np.isfinite(values)):
+        warm = bool(cfg.warmup_plans) and bool(np.all(np.isfinite(values)))
+        if warm:
             for _ in range(cfg.warmup_plans):
                 planner.plan(values)
-            planner.reset()
+            if not ahead:
+                planner.reset()
         plan = np.asarray(planner.planned_actions())
         A = self.safety.act_dim
         if plan.ndim != 2 or plan.shape[1] != A:
             raise ValueError(f"planner.planned_actions() has shape {plan.shape} but the safety "
                              f"filter has {A} actions: expected (H, {A})")
         self._H = H = plan.shape[0]
+        if ahead and H < 2:
+            raise ValueError(f"loop.commit = next needs plans of at least 2 steps, the planner's "
+                             f"have {H}: raise planner.horizon or set loop.commit: now")
         self.telemetry = Telemetry(cfg.telemetry_size, values.size, A)
         self._plan_buf = np.zeros((H, A))  # the last finished plan: fallback rows
-        self._plan_slot = -(H + 1)  # its slot j; none yet: every row k - j >= H
+        self._plan_slot = -(H + 1)  # its slot j (sync, commit next: cycle); none yet: row >= H
         self._planned = np.zeros(A)  # this cycle's action before the filter
         self._nan_a = np.full(A, np.nan)
         self._plan_s = self._pred = self._dis = math.nan
         self._missed = False
-        self._worker = (PlanWorker(planner, self.clock, values.size, H, A)
+        if ahead and warm:  # the warm-up plan, made on the slot-0 observation, acts in slot 0
+            np.copyto(self._plan_buf, plan)
+            self._plan_slot = 0
+            self._pred, self._dis = planner.stats.predicted_return, planner.stats.disagreement
+        self._worker = (PlanWorker(planner, self.clock, values.size, H, A, first_action=ahead)
                         if cfg.mode == "async" else None)
 
+    def _wake(self, t0: float, k: int) -> tuple[int, float, float]:
+        """Sleep until slot k; returns (slot, scheduled, wake). A wake a whole period or more
+        late skips to the current slot."""
+        period = self.timing.period_s
+        scheduled = t0 + k * period
+        self.clock.sleep_until(scheduled)
+        wake = self.clock.now()
+        if wake - scheduled >= period:  # overran whole periods: skip to the current slot
+            k = max(k, int((wake - t0) / period))
+            if t0 + k * period > wake:
+                k -= 1
+            scheduled = t0 + k * period
+        return k, scheduled, wake
+
     def _cycles(self, t0: float, limit: int) -> str:
-        """The fixed-rate loop; returns why it ended."""
+        """The fixed-rate loop, commit = now; returns why it ended."""
         clock, robot, safety, tel = self.clock, self.robot, self.safety, self.telemetry
-        period, budget = self.timing.period_s, self.timing.budget_s
+        budget = self.timing.budget_s
         plan_step = self._plan_async if self._worker is not None else self._plan_sync
         nan, nan_a = math.nan, self._nan_a
         n = k = 0  # cycle index, schedule slot
         while self._stop_reason is None:
-            scheduled = t0 + k * period
-            clock.sleep_until(scheduled)
-            wake = clock.now()
-            if wake - scheduled >= period:  # overran whole periods: skip to the current slot
-                k = max(k, int((wake - t0) / period))
-                if t0 + k * period > wake:
-                    k -= 1
-                scheduled = t0 + k * period
+            k, scheduled, wake = self._wake(t0, k)
             obs = robot.read()
             if obs.done:
                 tel.record(k, scheduled, wake, nan, obs, nan_a, nan_a, nan, False, NONE, nan, nan, 0)
@@ -186,6 +229,47 @@ class ControlLoop:
                 return "max_cycles"
         return self._stop_reason
 
+    def _cycles_next(self, t0: float, limit: int) -> str:
+        """The fixed-rate loop, commit = next: send at wake, then plan the next slot."""
+        clock, robot, safety, tel = self.clock, self.robot, self.safety, self.telemetry
+        budget, H = self.timing.budget_s, self._H
+        timed = self._worker is not None  # async: plans age by slots (time); sync: by cycles
+        plan_step = self._plan_async_next if timed else self._plan_sync_next
+        nan, nan_a, plan_buf, planned = math.nan, self._nan_a, self._plan_buf, self._planned
+        n = k = 0  # cycle index, schedule slot
+        while self._stop_reason is None:
+            k, scheduled, wake = self._wake(t0, k)
+            obs = robot.read()
+            if obs.done:
+                tel.record(k, scheduled, wake, nan, obs, nan_a, nan_a, nan, False, NONE, nan, nan, 0)
+                return "done"
+            bad = safety.observe(obs, wake)
+            row = (k if timed else n) - self._plan_slot  # the last finished plan's row for now
+            if bad:  # unusable observation: safe action, no plan
+                flags = safety.substitute(bad)
+                source, sent_planned, pred, dis = SAFE, nan_a, nan, nan
+            elif row < H:  # row 1: the plan of the last slot (row 0: the warm-up plan, slot 0)
+                np.copyto(planned, plan_buf[row])
+                flags = safety.filter(planned)
+                source = PLAN if row <= 1 else FALLBACK
+                sent_planned, pred, dis = planned, self._pred, self._dis
+            else:
+                np.copyto(planned, safety.safe_action)
+                flags = safety.filter(planned)
+                source, sent_planned, pred, dis = SAFE, planned, nan, nan
+            robot.send(safety.action)
+            sent = clock.now()
+            i = tel.record(k, scheduled, wake, sent, obs, sent_planned, safety.action, nan, False,
+                           source, pred, dis, flags)
+            if not bad:
+                plan_step(n, k, obs.values, scheduled + budget)
+                tel.set_plan(i, self._plan_s, self._missed)
+            n += 1
+            k += 1
+            if n == limit:
+                return "max_cycles"
+        return self._stop_reason
+
     def _plan_sync(self, n: int, k: int, values: np.ndarray, deadline: float) -> int:
         clock, planner = self.clock, self.planner
         start = clock.now()
@@ -200,10 +284,26 @@ class ControlLoop:
         self._missed = end > deadline
         return PLAN
 
-    def _plan_async(self, n: int, k: int, values: np.ndarray, deadline: float) -> int:
+    def _plan_sync_next(self, n: int, k: int, values: np.ndarray, deadline: float) -> None:
+        clock, planner = self.clock, self.planner
+        start = clock.now()
+        planner.plan(values, self.safety.action)
+        end = clock.now()
+        np.copyto(self._plan_buf, planner.planned_actions())
+        self._plan_slot = n  # sync: counted in cycles
+        stats = planner.stats
+        self._pred, self._dis = stats.predicted_return, stats.disagreement
+        self._plan_s = end - start
+        self._missed = end > deadline
+
+    def _await_plan(self, n: int, k: int, values: np.ndarray, deadline: float,
+                    first_action: np.ndarray | None) -> bool:
+        """Async: submit cycle n's plan (unless a late one is in flight) and wait until the
+        deadline; True when it came in by then. Sets _plan_buf/_plan_slot (the last finished
+        plan), _pred, _dis, _plan_s and _missed."""
         w = self._worker
         if not w.busy:
-            w.submit(n, k, values)
+            w.submit(n, k, values, first_action)
         self._plan_s = math.nan
         while self.clock.wait_for(w.ready, deadline):
             cycle, slot = w.take(self._plan_buf, self._planned)
@@ -211,11 +311,19 @@ class ControlLoop:
             self._pred, self._dis = w.predicted_return, w.disagreement
             if cycle == n:
                 self._plan_s, self._missed = w.plan_s, False
-                return PLAN
+                return True
             # a late plan of an earlier cycle: now the fallback source; plan this cycle now
             self.telemetry.set_plan_time(cycle, w.plan_s)
-            w.submit(n, k, values)
+            w.submit(n, k, values, first_action)
         self._missed = True
+        return False
+
+    def _plan_async_next(self, n: int, k: int, values: np.ndarray, deadline: float) -> None:
+        self._await_plan(n, k, values, deadline, self.safety.action)
+
+    def _plan_async(self, n: int, k: int, values: np.ndarray, deadline: float) -> int:
+        if self._await_plan(n, k, values, deadline, None):
+            return PLAN
         row = k - self._plan_slot
         if row < self._H:
             np.copyto(self._planned, self._plan_buf[row])
@@ -266,8 +374,8 @@ class ControlLoop:
             if saved["gc"]:
                 gc.enable()
         summary = self.telemetry.summary()
-        summary.update(stop_reason=reason, mode=self.config.mode, period_s=self.timing.period_s,
-                       budget_s=self.timing.budget_s)
+        summary.update(stop_reason=reason, mode=self.config.mode, commit=self.config.commit,
+                       period_s=self.timing.period_s, budget_s=self.timing.budget_s)
         self.summary = summary
         if self.run_dir is not None:
             path = self.telemetry.save(self.run_dir, summary)

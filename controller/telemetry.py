@@ -17,8 +17,11 @@ planned            (N, A)     action from the plan or fallback, before the filte
 action             (N, A)     action sent, after the filter (NaN: none sent)
 plan_s             (N,)       duration of the plan made on this cycle's observation
                               (filled in later for a late plan; NaN: no plan finished)
-missed             (N,)       the plan was not ready by the deadline
-source             (N,)       index into SOURCES: plan, fallback, safe, none
+missed             (N,)       the plan made on this cycle's observation was not ready by
+                              its deadline (loop commit = now: this cycle sends a fallback;
+                              commit = next: the next cycle does)
+source             (N,)       index into SOURCES: plan, fallback, safe, none (of the action
+                              sent)
 predicted_return   (N,)       the planner's predicted return of the plan acted on
 disagreement       (N,)       the planner's ensemble disagreement of that plan
 safety             (N,)       safety event flags, a bit mask over safety.KINDS
@@ -112,6 +115,13 @@ class Telemetry:
         self._safety[i] = flags
         self.count = n + 1
         return n
+
+    def set_plan(self, cycle: int, plan_s: float, missed: bool) -> None:
+        """Fill in the plan time and miss flag of the row just recorded for ``cycle`` (loop
+        commit = next: the row is recorded at the send, before the cycle plans)."""
+        i = cycle % self.capacity
+        self._plan_s[i] = plan_s
+        self._missed[i] = missed
 
     def set_plan_time(self, cycle: int, plan_s: float) -> None:
         """Fill in the duration of a plan that finished after its cycle was recorded."""

@@ -32,10 +32,13 @@ class PlanWorker:
 
     A job is tagged with the loop's cycle and slot. Its result (kept until taken): the
     action (A,), the whole plan (H, A) from ``planner.planned_actions()``, the duration
-    on ``clock``, and the planner's predicted return and disagreement.
+    on ``clock``, and the planner's predicted return and disagreement. Built with
+    ``first_action=True`` (commit = next), every job carries the action already committed
+    for its slot and runs ``planner.plan(obs, first_action)``.
     """
 
-    def __init__(self, planner: Planner, clock: Clock, obs_dim: int, horizon: int, act_dim: int):
+    def __init__(self, planner: Planner, clock: Clock, obs_dim: int, horizon: int, act_dim: int,
+                 first_action: bool = False):
         self.planner, self.clock = planner, clock
         self.ready = threading.Event()  # a result waits to be taken
         self._go = threading.Event()  # a job waits to be planned (or stop)
@@ -43,6 +46,7 @@ class PlanWorker:
         self._stop = False
         self.busy = False  # a job is submitted and its result not yet published
         self._obs = np.zeros(obs_dim)
+        self._first = np.zeros(act_dim) if first_action else None
         self._job = (-1, -1)  # (cycle, slot) of the job in flight
         # the published result (worker writes under the lock, loop copies under the lock)
         self.action = np.zeros(act_dim)
@@ -56,10 +60,14 @@ class PlanWorker:
         self._thread.start()
 
     # -- loop thread -----------------------------------------------------------------------
-    def submit(self, cycle: int, slot: int, obs: np.ndarray) -> None:
-        """Plan on ``obs`` (O,) (copied) for ``cycle``; the worker must not be busy."""
+    def submit(self, cycle: int, slot: int, obs: np.ndarray,
+               first_action: np.ndarray | None = None) -> None:
+        """Plan on ``obs`` (O,) (copied) for ``cycle``; the worker must not be busy.
+        ``first_action`` (A,) (copied): given exactly when built with ``first_action=True``."""
         with self._lock:
             np.copyto(self._obs, obs)
+            if self._first is not None:
+                np.copyto(self._first, first_action)
             self._job = (cycle, slot)
             self.busy = True
         self._go.set()
@@ -89,7 +97,7 @@ class PlanWorker:
 
     # -- worker thread ----------------------------------------------------------------------
     def _run(self) -> None:
-        planner, clock = self.planner, self.clock
+        planner, clock, first = self.planner, self.clock, self._first
         while True:
             self._go.wait()
             self._go.clear()
@@ -99,7 +107,7 @@ class PlanWorker:
             error = None
             t0 = clock.now()
             try:
-                action = planner.plan(self._obs)
+                action = planner.plan(self._obs) if first is None else planner.plan(self._obs, first)
                 plan = planner.planned_actions()
                 t1 = clock.now()
                 stats = planner.stats

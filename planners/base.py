@@ -74,13 +74,18 @@ class Planner(abc.ABC):
     ``plan(obs) -> action (A,)`` returns a fresh array inside the action bounds.
     ``planned_actions() -> (H, A)`` is the current plan (row 0 is the action just
     returned, row 1 the next one: the fallback when the next plan is late).
+    ``plan(obs, first_action)`` (first_action (A,), H >= 2) plans for a controller that
+    commits actions one period ahead: ``first_action`` is already committed for the
+    current period, so row 0 of every sampled sequence (and of the plan) is fixed to it
+    (clipped to the bounds), and the action returned is row 1, the one for the next
+    period; ``planned_actions()`` is then (first_action, returned action, ...).
     ``reset()`` forgets the warm start (new episode). Not thread-safe: one caller.
     """
 
     stats: PlanStats
 
     @abc.abstractmethod
-    def plan(self, obs: np.ndarray) -> np.ndarray:
+    def plan(self, obs: np.ndarray, first_action: np.ndarray | None = None) -> np.ndarray:
         ...
 
     @abc.abstractmethod

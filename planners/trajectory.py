@@ -12,7 +12,11 @@ shape H x A, and refines it for ``iterations`` rounds per plan. Each round:
 
 ``plan`` returns row 0 of the final mean (not the best single sample: the mean
 averages out the luck of one draw); the mean, shifted by one step, warm-starts the next
-plan. All options are resolved and all buffers allocated in the constructor, and the
+plan. ``plan(obs, first_action)`` fixes row 0 of every sampled sequence (and of the
+mean) to ``first_action``, the action already committed for the current period, and
+returns row 1, the action for the next one (delay compensation for a controller that
+commits actions one period ahead: :class:`controller.config.LoopConfig` ``commit``).
+All options are resolved and all buffers allocated in the constructor, and the
 kernels are compiled there too, so the first ``plan`` call pays no JIT latency.
 """
 
@@ -118,6 +122,8 @@ class TrajectoryPlanner(Planner):
         self._mean = np.zeros((H, A), dtype=np.float64)
         self._std = np.zeros((H, A), dtype=np.float64)
         self._prev_action = np.zeros(A, dtype=np.float64)
+        self._first = np.zeros(A, dtype=np.float64)  # plan(obs, first_action): the fixed row 0
+        self._first32 = np.zeros(A, dtype=np.float32)
         self._first_weight = 0.0  # 1.0 once an action was returned (smoothness at t = 0)
         self._has_plan = False
         self._best = 0
@@ -128,15 +134,25 @@ class TrajectoryPlanner(Planner):
                      self._n_elite, self._iterations)
 
     # ----------------------------------------------------------------- public API
-    def plan(self, obs: np.ndarray) -> np.ndarray:
-        """The action (A,) float64 to apply now, inside the bounds: row 0 of the final mean."""
+    def plan(self, obs: np.ndarray, first_action: np.ndarray | None = None) -> np.ndarray:
+        """The action (A,) float64 to apply now, inside the bounds: row 0 of the final mean.
+
+        With ``first_action`` (A,) (clipped to the bounds; needs H >= 2): row 0 of every
+        sampled sequence and of the mean is that action, and the action returned is row 1
+        of the final mean, the one to apply one step later.
+        """
         obs = self.model.check_obs(obs)
+        fixed = first_action is not None
+        if fixed:
+            self._fix_first(first_action)
         self._begin()
         nonfinite = 0
         dis = None
         for _ in range(self._iterations):
             # Sample actions
             self._sample(obs)
+            if fixed:
+                self._actions[:, 0, :] = self._first32
             # Score sequences
             returns = self.model.rollout(obs, self._actions)
             if self._has_disagreement:
@@ -147,7 +163,9 @@ class TrajectoryPlanner(Planner):
             kernels.refit_gaussian(self._actions, self._idx, self._n_elite, self._weights, n,
                                    self._alpha, self._std_min, self._std_init, self._mean, self._std)
         self._has_plan = True
-        action = np.clip(self._mean[0], self._low, self._high)
+        if fixed:
+            self._mean[0] = self._first
+        action = np.clip(self._mean[1 if fixed else 0], self._low, self._high)
         self._prev_action[:] = action
         self._first_weight = 1.0
         self._record(nonfinite, dis)
@@ -155,8 +173,9 @@ class TrajectoryPlanner(Planner):
 
     def planned_actions(self) -> np.ndarray:
         """A copy of the current plan (H, A): row 0 is the action last returned, row 1 the
-        fallback for the next cycle. Before the first plan (or after reset): the middle of
-        the bounds."""
+        fallback for the next cycle (after ``plan(obs, first_action)``: row 0 is
+        ``first_action``, row 1 the action returned). Before the first plan (or after
+        reset): the middle of the bounds."""
         return self._mean.copy()
 
     def reset(self) -> None:
@@ -181,6 +200,19 @@ class TrajectoryPlanner(Planner):
             kernels.shift_plan(self._mean, self._std, self._std_init)
         else:
             kernels.reset_plan(self._mean, self._std, self._mid, self._std_init)
+
+    def _fix_first(self, first_action: np.ndarray) -> None:
+        """self._first (A,) <- first_action clipped to the bounds, after checking it."""
+        first = np.asarray(first_action, dtype=np.float64)
+        if first.shape != self._first.shape:
+            raise ValueError(f"first_action has shape {first.shape}, expected {self._first.shape}")
+        if self._shape[1] < 2:
+            raise ValueError(f"first_action needs horizon >= 2 (the action returned is row 1 of "
+                             f"the plan), got horizon = {self._shape[1]}")
+        if not np.all(np.isfinite(first)):
+            raise ValueError(f"first_action must be finite, got {first.tolist()}")
+        np.clip(first, self._low, self._high, out=self._first)
+        self._first32[:] = self._first
 
     def _sample(self, obs: np.ndarray) -> None:
         """Fill self._actions (K x H x A): prior samples, the mean, then noisy samples."""

@@ -87,7 +87,8 @@ class FakeRobot:
 
 
 class FakePlanner(Planner):
-    """Call i plans ``value(i)`` (A,): row h of its plan is ``value(i) + 0.001 h``.
+    """Call i plans ``value(i)`` (A,): row h of its plan is ``value(i) + 0.001 h``; with a
+    ``first_action`` row 0 is that action instead and the call returns row 1.
 
     advance: {i: seconds} the call moves the clock on (sync mode); stall: calls that
     overrun (set ``clock.stall``, block until ``release``); nan: calls that return NaN;
@@ -107,6 +108,7 @@ class FakePlanner(Planner):
         self.calls = 0
         self.resets = 0
         self.obs_seen: list[np.ndarray] = []
+        self.first_seen: list[np.ndarray | None] = []
         self._plan = np.zeros((horizon, act_dim))
 
     @staticmethod
@@ -118,10 +120,11 @@ class FakePlanner(Planner):
         base = self.action_fn(i) if self.action_fn else np.full(self.A, self.value(i))
         return np.asarray(base, dtype=float) + 0.001 * h
 
-    def plan(self, obs: np.ndarray) -> np.ndarray:
+    def plan(self, obs: np.ndarray, first_action: np.ndarray | None = None) -> np.ndarray:
         i = self.calls
         self.calls += 1
         self.obs_seen.append(np.array(obs, copy=True))
+        self.first_seen.append(None if first_action is None else np.array(first_action, copy=True))
         if i in self.advance:
             self.clock.advance(self.advance[i])
         if i in self.stall:
@@ -135,11 +138,13 @@ class FakePlanner(Planner):
             raise RuntimeError(f"planner failure in call {i}")
         for h in range(self.H):
             self._plan[h] = self.row(i, h)
+        if first_action is not None:
+            self._plan[0] = first_action
         if i in self.nan:
             self._plan[:] = np.nan
         self.stats.predicted_return = float(i)
         self.stats.disagreement = 0.5 * i
-        return self._plan[0].copy()
+        return self._plan[0 if first_action is None else 1].copy()
 
     def planned_actions(self) -> np.ndarray:
         return self._plan

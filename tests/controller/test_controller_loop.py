@@ -35,6 +35,7 @@ def make(mode="async", *, rate=10.0, clock=None, A=1, low=-1.0, high=1.0, safety
     planner = planner if planner is not None else FakePlanner(clock, act_dim=A)
     robot = robot if robot is not None else FakeRobot(clock)
     loop.setdefault("warmup_plans", 0)
+    loop.setdefault("commit", "now")  # commit = next: test_controller_commit_next.py
     cfg = LoopConfig(rate_hz=rate, mode=mode, **loop)
     filt = SafetyFilter(np.full(A, low), np.full(A, high), 1.0 / rate, safety)
     return ControlLoop(robot, planner, filt, cfg, clock=clock, run_dir=run_dir), clock, robot, planner
@@ -219,7 +220,7 @@ def test_rate_limit_and_bounds_are_enforced(mode):
     planner = FakePlanner(clock, act_dim=2, action=lambda i: [5.0, -3.0] if i % 2 else [-5.0, 9.0])
     loop = ControlLoop(FakeRobot(clock), planner,
                        SafetyFilter([-1.0, 0.0], [1.0, 2.0], 0.1, SafetyConfig(max_rate=2.5)),
-                       LoopConfig(rate_hz=10.0, mode=mode, warmup_plans=0), clock=clock)
+                       LoopConfig(rate_hz=10.0, mode=mode, warmup_plans=0, commit="now"), clock=clock)
     summary = loop.run(max_cycles=12)
     r = loop.telemetry.records()
     sent = np.vstack([np.zeros(2), r["action"]])  # the filter starts from the safe action (0, 0)
