@@ -1,7 +1,9 @@
 """rtmpc: real-time model predictive control with learned models.
 
 Base install = what deployment needs (plan over an exported ONNX model, run the loop on
-a MuJoCo robot). ``[train]`` adds what training and export need; ``[test]`` the test tools.
+a MuJoCo robot). ``[train]`` adds what training and export need; ``[tune]`` what ``rtmpc tune``
+needs; ``[bridge]`` the robot in another process (Zenoh); ``[test]`` the test tools (and
+``[tune]``, ``[bridge]``).
 """
 
 from setuptools import find_packages, setup
@@ -32,7 +34,15 @@ TRAIN = [
     "dm-control==1.0.50",
 ]
 
-TEST = ["pytest>=7.4", "ruff>=0.5"]
+# `rtmpc tune`: multi-objective search with a resumable SQLite (or shared RDB) study.
+# Tested with optuna 5.0.0 (Trial.set_constraint, heartbeats).
+TUNE = ["optuna>=5.0"]
+
+# `rtmpc robot` / `rtmpc control --robot`: the robot in another process, over Eclipse Zenoh.
+# Tested with eclipse-zenoh 1.10.2 (peer sessions, liveliness tokens, express publishers).
+BRIDGE = ["eclipse-zenoh>=1.0"]
+
+TEST = ["pytest>=7.4", "ruff>=0.5", *TUNE, *BRIDGE]
 
 setup(
     name="rtmpc",
@@ -43,6 +53,6 @@ setup(
                                     "planners.*", "controller", "controller.*", "scripts", "scripts.*"]),
     package_data={"configs": ["*.yaml"], "sim": ["assets/*.xml"]},
     install_requires=BASE,
-    extras_require={"train": TRAIN, "test": TEST},
+    extras_require={"train": TRAIN, "tune": TUNE, "bridge": BRIDGE, "test": TEST},
     entry_points={"console_scripts": ["rtmpc=scripts.cli:main"]},
 )

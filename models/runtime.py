@@ -30,39 +30,54 @@ is the standard deviation of candidate k's predicted next observations across it
 particles (TS modes) or across members (expectation), averaged over the O dimensions,
 in observation units. Non-finite predictions flow through to the returns.
 
-Buffers are allocated for the largest K seen and reused (contiguous views of flat
-arrays), inputs and outputs are bound once per K with ONNX Runtime's IOBinding, so a
-step allocates only small temporaries (the disagreement reduction, ``gamma^t * r``).
+Lanes (``threads`` > 1, ``parallel="lanes"``, the default): the K candidates are split
+into ``threads`` contiguous lanes; each lane rolls its candidates out for the whole
+horizon on its own thread (the caller's and ``threads - 1`` pool workers), with its own
+buffers, IOBinding and random generator (spawned from the injected one, so runs are
+reproducible for a given seed, thread count and K) and single-threaded ONNX Runtime
+calls on one shared session. Particles never interact across candidates, so lanes meet
+once per rollout, not once per operator as ONNX Runtime's intra-op pool does
+(``parallel="intra"``, one lane, the pool inside every call; spinning optional).
+Measured on 2 cores, K = 1000, H = 15, MPPI, runs where other processes took < 3% of
+the machine: lanes 81 ms per plan, intra 183 ms, intra with spinning 129 ms.
 
-Measured cost (2 shared cores, 1 ORT thread, E = 5, 4 x 200 SiLU hidden layers,
-O = 5, A = 1, P = E so N = K rows per member, TSinf; medians, minima in brackets):
+Per step a lane runs: Numba kernels (nogil) to fill the actions, ONNX Runtime on the
+bound buffers, the Generator's standard normals, one Numba pass that samples the next
+states in place, accumulates the reward and measures the disagreement. Buffers are
+allocated for the largest K seen and reused; nothing is allocated per step.
 
-    K       one ORT call        H = 25 rollout (numpy included)   per step
-    1       0.18 ms (0.17)      -                                  -
-    400     7.7 ms (7.4)        242 ms (226)                       9.0 ms
-    700     16.6 ms (13.4)      434 ms (417)                       16.7 ms
-    1000    21.8 ms (21.0)      567 ms (552)                       22.1 ms
+The graph is models/export.py's "members" layout (per-member 2-D Gemm with the bias
+inside, normalisers folded into the weights, a softplus-free head on the transposed
+output). ONNX Runtime's transpose optimizer is switched off for PETS sessions: it moves
+the head's transposes so that its per-member constants broadcast over the short last
+axis again, ONNX Runtime's slow broadcast path (150 us instead of 10 us per op).
 
-The fixed cost of a call, timed on a 1 x 8 hidden-unit model at K = 1, is 30-60 us
-with IOBinding (45-80 us with ``session.run``): under 1% of a step at K >= 400, where
-the matrix products dominate. One call per step is therefore fine; a fused H-step graph
-would save about 1 ms of a 200+ ms rollout. TS1 and expectation cost the same (212 ms and
-204 ms at K = 400). Note the absolute cost: with this default size a K = 400 rollout
-takes ~0.2 s on one thread, so real-time control wants a smaller net, fewer samples or
-more threads.
+Measured cost of one call, 1 thread, E = 5, 3 x 200 SiLU, O = 5, A = 1 (quiet machine,
+best of 5 batches): 9.5 us per row of all five members at M = 128 ... 1000 rows per
+member (88 GFLOP/s, ~73% of the best fp32 GEMM rate for these shapes). Of a call's
+kernel time: Gemm 79-82%, SiLU (ONNX Runtime's fused QuickGelu) 14%, the rest 4-7%;
+unfusing SiLU into Sigmoid and Mul was measured slower (75 GFLOP/s). Per step outside
+the call at M = 500: normals 157 us, propagation kernel 89 us, actions 16 us (~6% of
+the call). The old batched ``[E, N, .]`` graph spent 30-40% of a call outside the
+GEMMs (broadcast Add 15%, Softplus 8%, Sub/Div/Mul 8%).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numba import njit
 
 from models.base import ModelDims, ModelError, RolloutModel
 from models.config import check_propagation
@@ -93,13 +108,22 @@ def session_options(threads: int = 1, allow_spinning: bool = False) -> ort.Sessi
     return opts
 
 
-def _open(path: str | os.PathLike, threads: int, allow_spinning: bool) -> ort.InferenceSession:
+# ONNX Runtime optimizers a PETS session runs without: the transpose optimizer moves the
+# "members" graph's transposes back through its head, so that per-member constants
+# broadcast over the short last axis again (ONNX Runtime's slow broadcast path: ~150 us
+# instead of ~10 us per op at N = 1000). Nothing else in the graph needs it.
+_PETS_DISABLED_OPTIMIZERS = ("TransposeOptimizer", "TransposeOptimizer_CPUExecutionProvider")
+
+
+def _open(path: str | os.PathLike, threads: int, allow_spinning: bool,
+          disabled_optimizers: tuple[str, ...] = ()) -> ort.InferenceSession:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file {p} not found: export one with models.export.export_onnx")
     try:
         return ort.InferenceSession(str(p), session_options(threads, allow_spinning),
-                                    providers=["CPUExecutionProvider"])
+                                    providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled_optimizers))
     except Exception as err:  # ORT raises its own exception types for a bad protobuf
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"model file {p} is damaged or not an ONNX model ({first[:200]}): "
@@ -115,10 +139,13 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
                **options: Any) -> RolloutModel:
     """Load an rtmpc ``.onnx`` file as the RolloutModel of its kind.
 
-    threads: ONNX Runtime intra-op threads (inter-op is always 1, execution sequential);
-    allow_spinning: let idle ORT worker threads busy-wait (lower latency, burns a core);
+    threads: CPU threads a rollout may use: the session's ONNX Runtime intra-op threads
+    (inter-op is always 1, execution sequential); a PETS model by default splits its
+    candidates into that many lanes instead (``parallel="lanes"``, measured faster);
+    allow_spinning: let idle ORT worker threads busy-wait (lower latency, burns a core;
+    only ``parallel="intra"`` has such workers);
     options: passed to the kind's model, e.g. for PETS ``propagation``, ``particles``,
-    ``rng``, ``reward_fn``, ``gamma`` (see :class:`PETSRolloutModel`).
+    ``rng``, ``reward_fn``, ``gamma``, ``parallel`` (see :class:`PETSRolloutModel`).
     A missing, damaged or foreign file is a ModelError with a one-line message.
     """
     sess = _open(path, threads, allow_spinning)
@@ -130,6 +157,8 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
     if kind not in _KINDS:
         raise ModelError(f"model file {path} holds a {kind!r} model; this runtime loads "
                          f"{', '.join(sorted(_KINDS))}")
+    if kind == "pets":
+        sess = _open(path, threads, allow_spinning, _PETS_DISABLED_OPTIMIZERS)
     return _KINDS[kind](sess, meta, str(path), **options)
 
 
@@ -142,6 +171,225 @@ def _meta(meta: dict[str, str], key: str, parse: Callable[[str], Any], source: s
         raise ModelError(f"model file {source} has a bad {key!r} in its metadata ({err})") from None
 
 
+# -- step kernels (Numba, nogil: lanes run them in parallel) ------------------------------
+# Shapes: E members, M rows per member (M = Kl * pe for Kl candidates with pe particles
+# per member each; pe = 1 in expectation), O observation and A action entries.
+@njit(nogil=True, cache=True)
+def _fill_actions(actions, t, k0, pe, act):
+    """act (E, M, A) <- actions[k0 + k, t] (K, H, A) on every row of candidate k."""
+    n_mem, m_rows, n_act = act.shape
+    for e in range(n_mem):
+        for m in range(m_rows):
+            k = k0 + m // pe
+            for a in range(n_act):
+                act[e, m, a] = actions[k, t, a]
+
+
+@njit(nogil=True, cache=True)
+def _ts_propagate(x, dm, ds, eps, pe, nxt, dis, t, acc):
+    """nxt = x + dm + ds * eps over (E, M, O) (nxt may be x), and dis[k, t] (Kl, H) = the
+    spread of candidate k's E * pe particles: std (ddof 0) per entry, averaged over O.
+    acc (2, O) float64 is work space. One candidate at a time, rows contiguous."""
+    n_mem, m_rows, n_obs = x.shape
+    n = n_mem * pe
+    for k in range(m_rows // pe):
+        for o in range(n_obs):
+            acc[0, o] = 0.0
+            acc[1, o] = 0.0
+        for e in range(n_mem):
+            for m in range(k * pe, (k + 1) * pe):
+                for o in range(n_obs):
+                    v = (x[e, m, o] + dm[e, m, o]) + ds[e, m, o] * eps[e, m, o]
+                    nxt[e, m, o] = v
+                    acc[0, o] += v
+        for e in range(n_mem):
+            for m in range(k * pe, (k + 1) * pe):
+                for o in range(n_obs):
+                    d = nxt[e, m, o] - acc[0, o] / n
+                    acc[1, o] += d * d
+        total = 0.0
+        for o in range(n_obs):
+            total += math.sqrt(acc[1, o] / n)
+        dis[k, t] = total / n_obs
+
+
+@njit(nogil=True, cache=True)
+def _accumulate(r, pe, discount, ret):
+    """ret[k] += discount * the mean of r (E, M) over candidate k's rows (E * pe of them)."""
+    n_mem, m_rows = r.shape
+    n = n_mem * pe
+    for k in range(m_rows // pe):
+        s = 0.0
+        for e in range(n_mem):
+            for i in range(pe):
+                s += r[e, k * pe + i]
+        ret[k] += discount * (s / n)
+
+
+@njit(nogil=True, cache=True)
+def _gather_rows(src, index, dst):
+    """dst[j] = src[index[j]] over rows of (N, O) arrays (the TS1 member reshuffle)."""
+    for j in range(dst.shape[0]):
+        s = index[j]
+        for o in range(dst.shape[1]):
+            dst[j, o] = src[s, o]
+
+
+@njit(nogil=True, cache=True)
+def _expectation_propagate(x0, dm, nxt, dis, t):
+    """nxt (K, O) = x0 + the member mean of dm (E, K, O); dis[k, t] = the members' spread
+    of dm (std, ddof 0) averaged over O."""
+    n_mem, kl, n_obs = dm.shape
+    for k in range(kl):
+        total = 0.0
+        for o in range(n_obs):
+            s = 0.0
+            for e in range(n_mem):
+                s += dm[e, k, o]
+            mu = s / n_mem
+            q = 0.0
+            for e in range(n_mem):
+                d = dm[e, k, o] - mu
+                q += d * d
+            total += math.sqrt(q / n_mem)
+            nxt[k, o] = x0[k, o] + mu
+        dis[k, t] = total / n_obs
+
+
+@njit(nogil=True, cache=True)
+def _broadcast_members(state, x):
+    """x[e] = state (K, O) for every member e of x (E, K, O)."""
+    for e in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            for o in range(x.shape[2]):
+                x[e, k, o] = state[k, o]
+
+
+class _Lane:
+    """One share of a rollout: candidates [k0, k0 + Kl), with buffers, an IOBinding and a
+    random generator of its own, so that lanes run in parallel without touching each
+    other's memory. Buffers grow to the largest Kl seen and are reused (flat arrays,
+    contiguous views)."""
+
+    def __init__(self, sess: ort.InferenceSession, members: int, obs_dim: int, act_dim: int, pe: int,
+                 outputs: list[str], rng: np.random.Generator) -> None:
+        self.sess, self.e, self.o, self.a, self.pe = sess, members, obs_dim, act_dim, pe
+        self.outputs, self.rng = outputs, rng
+        self.acc = np.empty((2, obs_dim), np.float64)  # _ts_propagate's work space
+        self.cap = 0
+        self.kl = -1
+        self.eval_seconds = 0.0
+
+    def ensure(self, kl: int, ts1: bool, particles: int) -> None:
+        """Views and IOBinding for Kl candidates (rebuilt only when Kl changes)."""
+        if kl == self.kl:
+            return
+        e, o, a, pe = self.e, self.o, self.a, self.pe
+        if kl > self.cap:
+            n = e * kl * pe
+            self._b = {name: np.empty(n * width, np.float32)
+                       for name, width in (("x", o), ("state", o), ("dm", o), ("ds", o), ("eps", o),
+                                           ("act", a), ("rm", 1), ("r", 1))}
+            self._b_gather = np.empty(n, np.int64)
+            self.ret_buf = np.empty(kl, np.float64)
+            self.cap = kl
+        m = kl * pe
+        view = lambda name, *shape: self._b[name][: int(np.prod(shape))].reshape(shape)  # noqa: E731
+        self.x, self.state, self.dm, self.ds, self.eps = (view(nm, e, m, o) for nm in ("x", "state", "dm", "ds", "eps"))
+        self.act = view("act", e, m, a)
+        self.rm, self.r = view("rm", e, m), view("r", e, m)
+        self.ret = self.ret_buf[:kl]
+        if ts1:
+            # slots[k, j]: flat row of particle j of candidate k (j = member * pe + i).
+            grid = np.arange(e)[:, None, None] * m + np.arange(kl)[None, :, None] * pe + np.arange(pe)
+            self.slots = np.ascontiguousarray(grid.transpose(1, 0, 2).reshape(-1))
+            self.perm = self.slots.reshape(kl, particles).copy()
+            self.gather = self._b_gather[: e * m]
+        io = self.sess.io_binding()
+        for name, arr in (("obs", self.x), ("act", self.act)):
+            io.bind_input(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
+        for name, arr in (("delta_mean", self.dm), ("delta_std", self.ds), ("reward_mean", self.rm)):
+            if name in self.outputs:
+                io.bind_output(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
+        self.io = io
+        self.kl = kl
+
+    def _eval(self) -> None:
+        t0 = time.perf_counter()
+        self.sess.run_with_iobinding(self.io)
+        self.eval_seconds += time.perf_counter() - t0
+
+    def rollout_ts(self, obs: np.ndarray, actions: np.ndarray, k0: int, ts1: bool, gamma: float,
+                   reward_fn: Callable | None, returns: np.ndarray, dis: np.ndarray) -> None:
+        """TS1 / TSinf over candidates [k0, k0 + Kl): returns (Kl,), dis (Kl, H) written."""
+        x, act, pe, o, a = self.x, self.act, self.pe, self.o, self.a
+        # Where the next state goes: in place into the ONNX input, unless it must be kept
+        # apart (TS1 reshuffles it into the input; a task reward reads obs and next obs).
+        nxt = self.state if ts1 or reward_fn is not None else x
+        x[...] = obs
+        nxt[...] = obs
+        self.ret.fill(0.0)
+        discount = 1.0
+        for t in range(actions.shape[1]):
+            _fill_actions(actions, t, k0, pe, act)
+            if ts1:
+                self.rng.permuted(self.perm, axis=1, out=self.perm)
+                self.gather[self.slots] = self.perm.reshape(-1)
+                _gather_rows(nxt.reshape(-1, o), self.gather, x.reshape(-1, o))
+            elif nxt is not x:
+                np.copyto(x, nxt)
+            self._eval()
+            self.rng.standard_normal(dtype=np.float32, out=self.eps)
+            _ts_propagate(x, self.dm, self.ds, self.eps, pe, nxt, dis, t, self.acc)
+            if reward_fn is None:
+                r = self.rm
+            else:
+                r = self.r
+                _task_reward(reward_fn, x.reshape(-1, o), act.reshape(-1, a), nxt.reshape(-1, o), r.reshape(-1))
+            _accumulate(r, pe, discount, self.ret)
+            discount *= gamma
+        returns[...] = self.ret
+
+    def rollout_expectation(self, obs: np.ndarray, actions: np.ndarray, k0: int, gamma: float,
+                            reward_fn: Callable | None, returns: np.ndarray, dis: np.ndarray) -> None:
+        """Expectation over candidates [k0, k0 + Kl): one state per candidate, (Kl, O)."""
+        x, act = self.x, self.act
+        state = self.state[0]
+        x[...] = obs
+        self.ret.fill(0.0)
+        discount = 1.0
+        for t in range(actions.shape[1]):
+            _fill_actions(actions, t, k0, 1, act)
+            self._eval()
+            _expectation_propagate(x[0], self.dm, state, dis, t)
+            if reward_fn is None:
+                r = self.rm
+            else:
+                r = self.r[:1]
+                _task_reward(reward_fn, x[0], act[0], state, r.reshape(-1))
+            _accumulate(r, 1, discount, self.ret)
+            discount *= gamma
+            _broadcast_members(state, x)
+        returns[...] = self.ret
+
+
+def _task_reward(reward_fn: Callable, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray,
+                 out: np.ndarray) -> None:
+    """out (n,) = reward_fn(obs (n, O), act (n, A), next_obs (n, O))."""
+    r = np.asarray(reward_fn(obs, act, next_obs))
+    if r.shape != out.shape:
+        raise ModelError(f"reward_fn returned shape {r.shape}; expected {out.shape}")
+    out[...] = r
+
+
+def _spawn(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
+    """n independent generators derived from rng (deterministic given rng's seed)."""
+    try:
+        return list(rng.spawn(n))
+    except (TypeError, ValueError, AttributeError):  # a bit generator without a seed sequence
+        return [np.random.default_rng(int(s)) for s in rng.integers(0, 2**63 - 1, n)]
+
+
 class PETSRolloutModel(RolloutModel):
     """PETS ensemble rollouts over ONNX Runtime (see the module docstring for the layout).
 
@@ -149,14 +397,19 @@ class PETSRolloutModel(RolloutModel):
     candidate, a multiple of the members (default: the file's; ignored by expectation);
     rng: numpy Generator, seed or None for the TS noise and TS1 permutations;
     reward_fn: replaces the learned reward (required when the file has none);
-    gamma: discount per step (default: the file's).
+    gamma: discount per step (default: the file's);
+    parallel: how ``threads`` > 1 are used: "lanes" (default: the candidates are split
+    into ``threads`` lanes, each rolled out for the whole horizon on its own thread with
+    single-threaded ONNX Runtime calls) or "intra" (one lane, ONNX Runtime's intra-op
+    thread pool inside each call); min_lane: fewest candidates per lane (smaller K uses
+    fewer lanes).
     Not thread-safe: one caller at a time.
     """
 
     def __init__(self, session: ort.InferenceSession, meta: dict[str, str], source: str, *,
                  propagation: str | None = None, particles: int | None = None,
                  rng: np.random.Generator | int | None = None, reward_fn: RewardFn | None = None,
-                 gamma: float | None = None) -> None:
+                 gamma: float | None = None, parallel: str = "lanes", min_lane: int = 16) -> None:
         fmt = _meta(meta, "format", int, source)
         if fmt != _FORMAT:
             raise ModelError(f"model file {source} has format {fmt}; this runtime reads format {_FORMAT}")
@@ -179,6 +432,10 @@ class PETSRolloutModel(RolloutModel):
         if reward_fn is None and not learned_reward:
             raise ModelError(f"model file {source} predicts no reward: pass reward_fn=(obs, act, next_obs) "
                              f"-> rewards")
+        if parallel not in ("lanes", "intra"):
+            raise ModelError(f"parallel = {parallel!r}: choose 'lanes' or 'intra'")
+        if int(min_lane) < 1:
+            raise ModelError(f"min_lane = {min_lane} must be >= 1")
         self._check_graph(session, source, o, a, e, learned_reward)
 
         self.dims = ModelDims(obs_dim=o, act_dim=a, action_low=low, action_high=high, latent_dim=0,
@@ -189,10 +446,26 @@ class PETSRolloutModel(RolloutModel):
         self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self._reward_fn = reward_fn
         self._outputs = ["delta_mean", "delta_std"] + (["reward_mean"] if learned_reward else [])
-        self._cap = 0  # K the backing arrays hold
-        self._k = self._h = -1  # K, H the current views and bindings are for
+        self.threads = int(session.get_session_options().intra_op_num_threads)
+        self.parallel = parallel if self.threads > 1 else "intra"
+        self._min_lane = int(min_lane)
+        pe = 1 if self.propagation == "expectation" else p // e
+        if self.parallel == "lanes":
+            # One single-threaded session shared by the lanes (ONNX Runtime runs concurrent
+            # calls on it in the callers' threads); a worker thread per extra lane.
+            lane_sess = _open(source, 1, False, _PETS_DISABLED_OPTIMIZERS)
+            rngs = [self._rng, *_spawn(self._rng, self.threads - 1)]
+            self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(self.threads - 1, "rtmpc-lane")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        else:
+            lane_sess, rngs, self._pool = session, [self._rng], None
+        self._lanes = [_Lane(lane_sess, e, o, a, pe, self._outputs, r) for r in rngs]
+        self._cap = 0  # largest K seen
+        self._k = self._h = -1  # K, H the current views are for
+        self._b_returns = np.empty(0, np.float64)
         self._b_dis = np.empty(0, np.float32)
         self._disagreement: np.ndarray | None = None
+        self._split: list[tuple[_Lane, int, int]] = []
         log.debug("loaded %r", self)
 
     @staticmethod
@@ -209,53 +482,31 @@ class PETSRolloutModel(RolloutModel):
                              f"its metadata (obs [{e}, N, {o}], act [{e}, N, {a}]): export it again")
 
     # -- buffers ----------------------------------------------------------------------
-    def _rows(self, k: int) -> int:
-        """M: rows per member for K candidates."""
-        return k if self.propagation == "expectation" else k * self.particles // self.members
-
     def _ensure(self, k: int, h: int) -> None:
-        """Views and IOBinding for K candidates and H steps; the backing arrays are
-        reallocated only when K (or K * H for the disagreement) grows."""
+        """Lane split, views and IOBindings for K candidates and H steps; backing arrays
+        are reallocated only when K (or K * H for the disagreement) grows."""
         if k == self._k and h == self._h:
             return
-        e, o, a = self.members, self.dims.obs_dim, self.dims.act_dim
         if k > self._cap:
-            mc = self._rows(k)
-            f32 = lambda n: np.empty(n, np.float32)  # noqa: E731
-            self._b_state, self._b_in, self._b_dm, self._b_ds, self._b_eps = (
-                f32(e * mc * o) for _ in range(5))
-            self._b_act = f32(e * mc * a)
-            self._b_rm, self._b_r = f32(e * mc), f32(e * mc)
-            self._b_ret = np.empty(e * mc, np.float64)
             self._b_returns = np.empty(k, np.float64)
-            self._b_gather = np.empty(e * mc, np.int64)
             self._cap = k
         if k * h > self._b_dis.size:
             self._b_dis = np.empty(k * h, np.float32)
-        m = self._rows(k)
-        view = lambda b, *shape: b[: int(np.prod(shape))].reshape(shape)  # noqa: E731
-        self._state, self._in, self._dm = view(self._b_state, e, m, o), view(self._b_in, e, m, o), \
-            view(self._b_dm, e, m, o)
-        self._ds, self._eps = view(self._b_ds, e, m, o), view(self._b_eps, e, m, o)
-        self._act = view(self._b_act, e, m, a)
-        self._rm, self._r, self._ret = view(self._b_rm, e, m), view(self._b_r, e, m), view(self._b_ret, e, m)
         self._returns = self._b_returns[:k]
-        self._disagreement = view(self._b_dis, k, h)
-        if self.propagation == "TS1":
-            # slots[k, j]: flat slot of particle j of candidate k (j = e * P/E + i).
-            pe = self.particles // e
-            grid = np.arange(e)[:, None, None] * m + np.arange(k)[None, :, None] * pe + np.arange(pe)
-            self._slots = np.ascontiguousarray(grid.transpose(1, 0, 2).reshape(-1))
-            self._perm = self._slots.reshape(k, self.particles).copy()
-            self._gather = self._b_gather[: e * m]
-        io = self._sess.io_binding()
-        for name, arr in (("obs", self._in), ("act", self._act)):
-            io.bind_input(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
-        for name, arr in (("delta_mean", self._dm), ("delta_std", self._ds), ("reward_mean", self._rm)):
-            if name in self._outputs:
-                io.bind_output(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
-        self._io = io
+        self._disagreement = self._b_dis[: k * h].reshape(k, h)
+        n = max(1, min(len(self._lanes), k // self._min_lane))
+        bounds = [k * i // n for i in range(n + 1)]
+        self._split = [(lane, k0, k1) for lane, k0, k1 in zip(self._lanes[:n], bounds[:-1], bounds[1:], strict=True)]
+        ts1 = self.propagation == "TS1"
+        for lane, k0, k1 in self._split:
+            lane.ensure(k1 - k0, ts1, self.particles)
         self._k, self._h = k, h
+
+    @property
+    def eval_seconds(self) -> float:
+        """Seconds the caller's thread has spent inside ONNX Runtime calls (a benchmark
+        counter: the rest of a plan's time is overhead or waiting for the other lanes)."""
+        return self._lanes[0].eval_seconds
 
     # -- the seam ---------------------------------------------------------------------
     @property
@@ -269,7 +520,7 @@ class PETSRolloutModel(RolloutModel):
         by the next call. Pass float32 C-ordered actions to avoid a conversion copy.
         """
         obs = self.check_obs(obs0)
-        actions = np.asarray(actions, dtype=np.float32)
+        actions = np.ascontiguousarray(actions, dtype=np.float32)
         if actions.ndim != 3 or actions.shape[2] != self.dims.act_dim or actions.shape[0] < 1 \
                 or actions.shape[1] < 1:
             raise ModelError(f"actions have shape {actions.shape}; expected (K, H, {self.dims.act_dim}) "
@@ -277,86 +528,30 @@ class PETSRolloutModel(RolloutModel):
         k, h, _ = actions.shape
         self._ensure(k, h)
         if self.propagation == "expectation":
-            self._rollout_expectation(obs, actions)
+            run = lambda lane, k0, k1: lane.rollout_expectation(  # noqa: E731
+                obs, actions, k0, self.dims.gamma, self._reward_fn, self._returns[k0:k1],
+                self._disagreement[k0:k1])
         else:
-            self._rollout_ts(obs, actions)
-        return self._returns
-
-    def _task_reward(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray, out: np.ndarray) -> None:
-        """out (n,) = reward_fn(obs (n, O), act (n, A), next_obs (n, O))."""
-        r = np.asarray(self._reward_fn(obs, act, next_obs))
-        if r.shape != out.shape:
-            raise ModelError(f"reward_fn returned shape {r.shape}; expected {out.shape}")
-        out[...] = r
-
-    def _rollout_ts(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        e, o, a = self.members, self.dims.obs_dim, self.dims.act_dim
-        k, h, _ = actions.shape
-        pe = self.particles // e
-        state4 = self._state.reshape(e, k, pe, o)
-        act4 = self._act.reshape(e, k, pe, a)
-        state_flat, in_flat = self._state.reshape(-1, o), self._in.reshape(-1, o)
-        ts1 = self.propagation == "TS1"
-        self._state[...] = obs
-        self._ret.fill(0.0)
-        discount = 1.0
-        for t in range(h):
-            # Inputs: this step's actions on every particle; TS1 reshuffles members.
-            np.copyto(act4, actions[None, :, t, None, :])
-            if ts1:
-                self._rng.permuted(self._perm, axis=1, out=self._perm)
-                self._gather[self._slots] = self._perm.reshape(-1)
-                np.take(state_flat, self._gather, axis=0, out=in_flat)
-            else:
-                np.copyto(self._in, self._state)
-            self._sess.run_with_iobinding(self._io)
-            # Sample next states: obs + mean + std * eps.
-            self._rng.standard_normal(dtype=np.float32, out=self._eps)
-            np.multiply(self._eps, self._ds, out=self._eps)
-            np.add(self._in, self._dm, out=self._state)
-            self._state += self._eps
-            # Rewards and spread.
-            if self._reward_fn is None:
-                r = self._rm
-            else:
-                r = self._r
-                self._task_reward(in_flat, self._act.reshape(-1, a), state_flat, r.reshape(-1))
-            self._ret += discount * r
-            discount *= self.dims.gamma
-            self._disagreement[:, t] = state4.std(axis=(0, 2)).mean(axis=1)
-        np.mean(self._ret.reshape(e, k, pe), axis=(0, 2), out=self._returns)
-        return self._returns
-
-    def _rollout_expectation(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        h = actions.shape[1]
-        state = self._state[0]  # (K, O): one state per candidate
-        state[...] = obs
-        self._ret.fill(0.0)
-        discount = 1.0
-        for t in range(h):
-            np.copyto(self._act, actions[None, :, t, :])
-            np.copyto(self._in, state[None])
-            self._sess.run_with_iobinding(self._io)
-            # Next state: the mean of the members' predictions (no sampling).
-            np.mean(self._dm, axis=0, out=self._eps[0])
-            np.add(state, self._eps[0], out=state)
-            if self._reward_fn is None:
-                r = np.mean(self._rm, axis=0, out=self._r[0])
-            else:
-                r = self._r[0]
-                self._task_reward(self._in[0], self._act[0], state, r)
-            self._ret[0] += discount * r
-            discount *= self.dims.gamma
-            self._disagreement[:, t] = self._dm.std(axis=0).mean(axis=1)
-        self._returns[...] = self._ret[0]
+            ts1 = self.propagation == "TS1"
+            run = lambda lane, k0, k1: lane.rollout_ts(  # noqa: E731
+                obs, actions, k0, ts1, self.dims.gamma, self._reward_fn, self._returns[k0:k1],
+                self._disagreement[k0:k1])
+        others = [self._pool.submit(run, *split) for split in self._split[1:]] if self._pool else []
+        try:
+            run(*self._split[0])
+        finally:
+            for f in others:
+                f.result()  # re-raises a lane's exception
         return self._returns
 
     def __repr__(self) -> str:
         d = self.dims
         return (f"PETSRolloutModel({self.source}: obs {d.obs_dim}, act {d.act_dim}, {self.members} members, "
-                f"{self.propagation}, {self.particles} particles, gamma {d.gamma})")
+                f"{self.propagation}, {self.particles} particles, gamma {d.gamma}, {self.threads} threads "
+                f"({self.parallel}))")
 
 
 # Model kinds this runtime loads: kind (ONNX metadata "kind") -> RolloutModel class built
 # as cls(session, metadata, source, **options).
 _KINDS: dict[str, Callable[..., RolloutModel]] = {"pets": PETSRolloutModel}
+_KINDS["latent"] = __import__("models.latent_runtime", fromlist=["_"]).LatentRolloutModel  # TD-MPC (no torch)

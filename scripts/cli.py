@@ -18,6 +18,10 @@ COMMANDS = {
     "export": ("scripts.export", "export a run's model to ONNX and check it against PyTorch"),
     "quickstart": ("scripts.quickstart", "train PETS on cartpole-swingup, export, run the real-time loop, video"),
     "control": ("scripts.control", "run the fixed-rate control loop with a planner over an exported model"),
+    "bench": ("scripts.bench", "benchmarks: rtmpc bench planner (plan time vs the FLOP bound and PyTorch baselines)"),
+    "robot": ("scripts.robot", "MuJoCo as a robot in its own process, served over the bridge (rtmpc control --robot)"),
+    "tune": ("scripts.tune", "search horizon, samples and iterations for the best return that fits the time budget"),
+    "analyze": ("scripts.analyze", "how far the model can be trusted: k-step error, calibration, suggested horizon"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = ()

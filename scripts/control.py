@@ -4,7 +4,13 @@ The robot is MuJoCo (``sim.SimRobot``): in lockstep (default; the simulation adv
 model step per cycle; the loop plans inline, so the planned action is always used, and
 a plan that overran its deadline is counted as a miss; idle time is skipped) or, with
 ``--realtime``, in wall-clock mode (physics runs in real time in its own thread at the
-task's physics control rate; late actions have real consequences).
+task's physics control rate; late actions have real consequences), or, with ``--robot
+ENDPOINT``, a robot in another process (``rtmpc robot``) reached through the bridge
+(controller.bridge; wall-clock, as --realtime).
+``--commit next`` commits each action one period ahead (loop.commit; sent at the cycle's
+wake, planned on the previous observation with the action sent then fixed): in lockstep
+too, the simulation steps with the action sent in each cycle, so lockstep shows the cost
+of the one-period delay as wall-clock mode pays it.
 Needs no torch: ONNX Runtime, Numba and MuJoCo only.
 """
 
@@ -34,6 +40,12 @@ def add_arguments(p) -> None:
     p.add_argument("--episodes", type=int, default=1, help="episodes to run")
     p.add_argument("--cycles", type=int, default=0, help="cycles per episode (default: the task's episode)")
     p.add_argument("--realtime", action="store_true", help="wall-clock robot instead of lockstep")
+    p.add_argument("--commit", choices=("now", "next"),
+                   help="now: send the plan made on this cycle's observation when it is ready; next: send at wake "
+                        "the action planned last cycle (one-period delay compensation) (default: the config's "
+                        "loop.commit)")
+    p.add_argument("--robot", metavar="ENDPOINT", help="drive the robot served by `rtmpc robot` at ENDPOINT "
+                                                       "(e.g. tcp/127.0.0.1:7447) through the bridge")
     p.add_argument("--video", help="write a video of the first episode (.mp4 or .gif)")
     p.add_argument("--out", help="directory for telemetry (default: beside the model, control/)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -51,10 +63,13 @@ def control_config(config_path, overrides, planner_kind):
 
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
                  realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
-                 out: Path | None = None, video: str | None = None, stretch_episode: bool = False) -> dict:
+                 out: Path | None = None, video: str | None = None, stretch_episode: bool = False,
+                 robot_endpoint: str | None = None) -> dict:
     """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more).
 
     stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
+    robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
+    an in-process SimRobot; the local task only gives the sizes and the bounds.
     """
     import sim
     from controller import ControlLoop, FastForwardClock, MonotonicClock, SafetyFilter, summarize
@@ -68,7 +83,12 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     if not task:
         raise ModelError(f"{model_path} does not say which task it was trained on: pass --task")
     repeat = int(meta.get("action_repeat", 1))
-    returns, records, summaries = [], [], []
+    if robot_endpoint:
+        realtime = True
+        if video:
+            log.warning("no video with --robot: the simulation runs in the robot's process")
+            video = None
+    returns, records, summaries, bridge = [], [], [], {}
     task_cfg = cfg.task.replace(name=task)  # keeps a cost section for an MJCF task
     if stretch_episode and cycles:
         period = sim.make(task_cfg, action_repeat=repeat).spec.control_period
@@ -85,23 +105,31 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
                              f"{task} has obs {spec.obs_dim}, act {spec.act_dim}: use the model trained on it")
         model_period = spec.control_period * (repeat if realtime else 1)
         rate = rate_hz or cfg.loop.rate_hz or 1.0 / model_period
-        robot = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
-                             record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0)
+        if robot_endpoint:
+            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, rate, env), cfg.safety.replace(stale_from="stamp")
+        else:
+            robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
+                                             record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0), cfg.safety
         planner = make_planner(cfg.planner, model, rng=seed + ep)
-        safety = SafetyFilter(spec.action_low, spec.action_high, 1.0 / rate, cfg.safety,
+        safety = SafetyFilter(spec.action_low, spec.action_high, 1.0 / rate, safety_cfg,
                               safe_action=spec.safe_action)
         # Lockstep plans inline (sync) on a clock that skips idle time: the action used is always
         # the plan's, and a plan that would have been late in real time is still counted a miss.
+        # With loop.commit = next the action sent (and simulated) in a cycle is the previous cycle's plan.
         clock = MonotonicClock() if realtime else FastForwardClock()
         loop_cfg = cfg.loop if realtime else cfg.loop.replace(mode="sync")
         loop = ControlLoop(robot, planner, safety, loop_cfg, clock=clock, rate_hz=rate,
                            run_dir=(out / f"episode{ep}") if out else None)
         max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period * rate))
+        if robot_endpoint and not (cycles or cfg.loop.max_cycles):
+            max_cycles += int(math.ceil(rate))  # the robot's episode starts at its first command: let its end stop us
         try:
             summary = loop.run(max_cycles=max_cycles)
         finally:
             robot.close()
         returns.append(robot.episode_return)
+        if robot_endpoint:
+            bridge = {k: bridge.get(k, 0) + v for k, v in robot.stats.items()}
         records.append(loop.telemetry.records())
         summaries.append(summary)
         log.info("episode %d: return %.1f, %d cycles, %d misses, plan p99 %.2f ms", ep, robot.episode_return,
@@ -120,16 +148,29 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
               "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
               "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
               "fallbacks": total["fallbacks"], "task": task, "planner": cfg.planner.kind,
-              "mode": "realtime" if realtime else "lockstep", "loop_mode": cfg.loop.mode if realtime else "sync",
+              "mode": "bridge" if robot_endpoint else "realtime" if realtime else "lockstep",
+              "loop_mode": cfg.loop.mode if realtime else "sync", "commit": cfg.loop.commit,
               "rate_hz_target": rate, "threads_ort": threads, "stop_reason": summaries[-1].get("stop_reason")}
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):
             result[f"{k}_{q}"] = total[f"{k}_{q}"]
+    if robot_endpoint:
+        result["bridge"] = bridge
     return result
 
 
+def _bridge_robot(endpoint: str, spec, rate: float, env):
+    """A BridgeRobot to ``endpoint`` for the task ``spec`` (the local ``env`` is closed: the
+    robot's process simulates). Its stamps are arrival times on the loop's clock, so the
+    watchdog measures staleness from them (safety.stale_from = stamp)."""
+    from controller.bridge import BridgeConfig, BridgeRobot
+
+    env.close()
+    return BridgeRobot(spec.obs_dim, spec.act_dim, 1.0 / rate, BridgeConfig(endpoint=endpoint))
+
+
 def print_summary(r: dict) -> None:
-    print(f"{r['task']} | {r['planner']} | {r['mode']} | {r['episodes']} episode(s)")
+    print(f"{r['task']} | {r['planner']} | {r['mode']} | commit {r['commit']} | {r['episodes']} episode(s)")
     each = ", ".join(f"{x:.1f}" for x in r["returns"])
     print(f"  return        {r['return_mean']:.1f} +- {r['return_std']:.1f}   ({each})")
     print(f"  rate          {r['rate_hz']:.2f} Hz achieved (target {r['rate_hz_target']:.2f} Hz), "
@@ -140,15 +181,19 @@ def print_summary(r: dict) -> None:
           f"max {r['jitter_ms_max']:.3f} ms")
     kinds = {k: v for k, v in r["safety_by_kind"].items() if k != "total" and v}
     print(f"  safety events {r['safety_events']}" + (f" ({kinds})" if kinds else ""))
+    if "bridge" in r:
+        print("  bridge        " + ", ".join(f"{k} {v}" for k, v in r["bridge"].items() if v or k == "accepted"))
 
 
 def run(args) -> int:
     model_path = Path(args.model)
     cfg = control_config(args.config, args.overrides, args.planner)
+    if args.commit:
+        cfg = cfg.replace(loop=cfg.loop.replace(commit=args.commit))
     out = Path(args.out) if args.out else model_path.parent / "control"
     result = run_episodes(model_path, args.task, cfg, episodes=args.episodes, rate_hz=args.rate,
                           realtime=args.realtime, cycles=args.cycles, threads=args.threads, seed=args.seed,
-                          out=out, video=args.video)
+                          out=out, video=args.video, robot_endpoint=args.robot)
     print_summary(result)
     if args.video:
         print(f"  video         {args.video}")

@@ -74,3 +74,22 @@ def test_control_with_a_model_for_another_task_is_one_line(run_dir):
     res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--task", "cartpole-swingup")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "obs 6" in res.stderr and "obs 5" in res.stderr
+
+
+@pytest.mark.parametrize("realtime", [[], ["--realtime"]])
+def test_control_commit_next_runs_in_lockstep_and_realtime(run_dir, realtime):
+    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
+                "--json", "--cycles", "10", "--commit", "next", *realtime)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["commit"] == "next" and out["cycles"] == 10 and "commit next" in res.stdout
+
+
+def test_bench_loop_reports_both_modes(run_dir):
+    res = rtmpc("bench", "loop", "--model", str(run_dir / "model.onnx"), "--cycles", "20", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for mode in ("sync", "async"):
+        assert out[f"{mode}_cycles"] > 0
+        for key in ("jitter_ms_p99", "misses", "plan_ms_p99", "rate_hz"):
+            assert f"{mode}_{key}" in out

@@ -1,0 +1,290 @@
+"""``rtmpc bench planner``: time ``plan()`` against the FLOP bound and PyTorch baselines.
+
+Builds a PETS ensemble of the given shape (random weights, normalisers fitted on random
+data), exports it to ONNX (parity checked), and in one process, on the same weights:
+
+1. measures the machine's fp32 GEMM time for every layer's ``[M, in] @ [in, out]``
+   (M = K * P / E rows per member), through torch (MKL) and ONNX Runtime (MLAS), with
+   ``--threads`` threads, and keeps the faster: the FLOP bound (planners.bench);
+2. times rtmpc's ``plan()`` (Numba planner over the ONNX Runtime model) in each
+   parallel mode: ``lanes`` (default: candidates split over threads) and, with more
+   than one thread, ``intra`` (ONNX Runtime's own pool) with spinning off and on;
+3. times a plain batched PyTorch planner and, when installed, pytorch_mppi's MPPI;
+
+in rounds: each of the ``--repeats`` rounds measures the bound and then one plan of every
+implementation, so that every ratio (fraction of the bound, speedups: medians of the
+per-round ratios) compares times taken a fraction of a second apart;
+
+then prints a table and one JSON line (``--json``: only the JSON line) with the median
+and p90 ms per plan, model evaluations per second (particle-steps through one member),
+the fraction of the FLOP bound, the share of plan time outside model evaluation, and
+``speedup_vs_<baseline>`` for each baseline that ran.
+
+glibc: large tensors are returned to the OS and faulted in again on every plan unless
+its thresholds are raised; the bench raises them (mallopt, as MALLOC_MMAP_THRESHOLD_ and
+MALLOC_TRIM_THRESHOLD_ would) so that the torch baselines are timed at their best;
+``--no-malloc-tuning`` leaves glibc alone. The rtmpc runtime allocates nothing per plan.
+Run nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [("impl", "s"), ("threads", "d"), ("mode", "s"), ("ms_median", ".1f"), ("ms_p90", ".1f"),
+           ("evals_per_s", ".3g"), ("bound_fraction", ".2f"), ("overhead", ".2f"), ("rtmpc_speedup", ".2f")]
+
+
+def add_arguments(p) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--obs-dim", type=int, default=5, help="observation size O")
+    g.add_argument("--act-dim", type=int, default=1, help="action size A")
+    g.add_argument("--hidden", type=int, default=200, help="units per hidden layer")
+    g.add_argument("--layers", type=int, default=3, help="hidden layers per member")
+    g.add_argument("--ensemble", type=int, default=5, help="members E")
+    g.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
+    g.add_argument("--particles", type=int, default=0, help="particles per candidate P (0: one per member)")
+    g.add_argument("--layout", default="members", choices=("members", "batched"),
+                   help="ONNX graph layout (models.export.LAYOUTS)")
+    g = p.add_argument_group("planner")
+    g.add_argument("--planner", default="mppi", choices=("cem", "mppi"))
+    g.add_argument("--samples", type=int, default=1000, help="candidate sequences K")
+    g.add_argument("--horizon", type=int, default=30, help="horizon H")
+    g.add_argument("--iterations", type=int, default=1, help="iterations per plan")
+    g.add_argument("--elites", type=int, default=0, help="elites (0: K / 10, at least 2)")
+    g.add_argument("--threads", type=int, default=1, help="threads for every implementation (and the bound)")
+    g = p.add_argument_group("measurement")
+    g.add_argument("--repeats", type=int, default=20, help="timed plans per implementation")
+    g.add_argument("--warmup", type=int, default=3, help="untimed plans first")
+    g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of "
+                                                   "lanes, intra, intra-spin")
+    g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
+    g.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true", help="print only one JSON line")
+
+
+def _tune_malloc() -> bool:
+    """Raise glibc's mmap and trim thresholds (big buffers stay mapped); False off glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
+def ort_gemm(rows: int, n_in: int, n_out: int, threads: int):
+    """One ONNX Runtime (MLAS) MatMul [rows, in] @ [in, out] per call, through IOBinding,
+    ``threads`` intra-op threads with spinning on (its fastest)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n_in, n_out)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n_out])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 9
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((rows, n_in)).astype(np.float32)
+    y = np.empty((rows, n_out), np.float32)
+    io = sess.io_binding()
+    io.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
+    io.bind_output("y", "cpu", 0, np.float32, y.shape, y.ctypes.data)
+    keep = (x, y)
+    return lambda: sess.run_with_iobinding(io) or keep
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run, every workload option spelled out."""
+    opts = ["obs_dim", "act_dim", "hidden", "layers", "ensemble", "activation", "particles", "layout", "planner",
+            "samples", "horizon", "iterations", "elites", "threads", "repeats", "warmup", "modes", "seed"]
+    parts = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in opts]
+    flags = [f"--{name.replace('_', '-')}" for name in ("no_baselines", "no_malloc_tuning") if getattr(args, name)]
+    return " ".join(["rtmpc bench planner", *parts, *flags])
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": ort.__version__, "numpy": np.__version__,
+            "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from configs import ConfigError
+    from models.config import EnsembleConfig
+    from models.ensemble import ProbabilisticEnsemble
+    from models.export import check_parity, export_onnx
+    from models.runtime import load_model
+    from planners import PlannerConfig, make_planner
+    from planners.bench import (
+        best_seconds,
+        flop_bound_seconds,
+        format_table,
+        mlp_shapes,
+        plan_evaluations,
+        plan_flops,
+        summarize_ms,
+        time_calls,
+    )
+
+    from .bench_baselines import PytorchMPPI, TorchPlanner, pytorch_mppi_available, torch_gemm
+
+    modes = ["lanes", "intra", "intra-spin"] if args.modes == "all" else [m.strip() for m in args.modes.split(",")]
+    bad = [m for m in modes if m not in ("lanes", "intra", "intra-spin")]
+    if bad:
+        raise ConfigError(f"--modes {args.modes!r}: unknown mode(s) {bad}; use lanes, intra, intra-spin or all")
+    if args.threads < 1 or args.repeats < 1 or args.samples < 2 or args.horizon < 1 or args.iterations < 1:
+        raise ConfigError(f"--threads {args.threads}, --repeats {args.repeats}, --samples {args.samples}, "
+                          f"--horizon {args.horizon}, --iterations {args.iterations}: need threads, repeats, "
+                          f"horizon, iterations >= 1 and samples >= 2")
+    if args.threads == 1:  # one thread: the modes are the same thing
+        modes = modes[:1]
+    malloc_tuned = False if args.no_malloc_tuning else _tune_malloc()
+    torch.set_num_threads(args.threads)
+    e, o, a = args.ensemble, args.obs_dim, args.act_dim
+    cfg = EnsembleConfig(members=e, hidden=args.hidden, layers=args.layers, activation=args.activation,
+                         particles=args.particles)  # validates the sizes
+    p = cfg.particles_per_candidate()
+    k, h, iters = args.samples, args.horizon, args.iterations
+    if (k * p) % e:
+        raise ConfigError(f"K * P = {k * p} is not a multiple of the {e} members")
+    elites = args.elites or max(2, k // 10)
+    low, high = -np.ones(a), np.ones(a)
+    pcfg = PlannerConfig(kind=args.planner, samples=k, horizon=h, iterations=iters, elites=elites,
+                         min_std=0.05, init_std=0.5)
+
+    # The ensemble and its export.
+    ensemble = ProbabilisticEnsemble(o, a, cfg, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    ensemble.fit_normalisers(rng.standard_normal((1000, o + a)) * [*([1.0] * o), *([0.5] * a)],
+                             0.05 * rng.standard_normal((1000, ensemble.out_dim)))
+    ensemble.eval()
+    tmp = tempfile.TemporaryDirectory(prefix="rtmpc-bench-")
+    path = export_onnx(ensemble, Path(tmp.name) / "model.onnx", action_low=low, action_high=high,
+                       layout=args.layout)
+    parity = check_parity(ensemble, path)
+    obs = (0.1 * rng.standard_normal(o)).astype(np.float32)
+
+    # The FLOP bound's GEMMs: every layer's [M, in] @ [in, out], through torch and MLAS.
+    shapes = mlp_shapes(o + a, args.hidden, args.layers, 2 * ensemble.out_dim)  # head: means and log-variances
+    rows = k * p // e
+    gemms = [(rows, n_in, n_out, torch_gemm(rows, n_in, n_out), ort_gemm(rows, n_in, n_out, args.threads))
+             for n_in, n_out in shapes]
+    evals = plan_evaluations(k, h, iters, p)
+    flops = plan_flops(shapes, k, h, iters, p)
+
+    def bound_now() -> tuple[float, list[dict]]:
+        per_layer = []
+        for r, n_in, n_out, t_fn, o_fn in gemms:
+            t_t, t_o = best_seconds(t_fn), best_seconds(o_fn)
+            per_layer.append({"shape": [r, n_in, n_out], "torch_ms": t_t * 1e3, "onnxruntime_ms": t_o * 1e3,
+                              "gflops": 2 * r * n_in * n_out / min(t_t, t_o) / 1e9})
+        return flop_bound_seconds([min(g["torch_ms"], g["onnxruntime_ms"]) / 1e3 for g in per_layer], e, h,
+                                  iters), per_layer
+
+    # The implementations, all on the same weights.
+    impls = []  # (impl, mode, plan, eval_seconds or None)
+    for mode in modes:
+        model = load_model(path, threads=args.threads, allow_spinning=(mode == "intra-spin"), rng=args.seed,
+                           parallel="lanes" if mode == "lanes" else "intra", propagation="TSinf", particles=p)
+        impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
+    if not args.no_baselines:
+        common = dict(samples=k, horizon=h, iterations=iters, init_std=pcfg.init_std, low=low, high=high,
+                      particles=p, seed=args.seed)
+        torch_planner = TorchPlanner(ensemble, kind=args.planner, elites=elites, temperature=pcfg.temperature,
+                                     alpha=pcfg.alpha, min_std=pcfg.min_std, **common)
+        impls.append(("torch", "plain", torch_planner.plan, None))
+        if pytorch_mppi_available():
+            impls.append(("pytorch_mppi", "mppi", PytorchMPPI(ensemble, **common).plan, None))
+        else:
+            log.info("pytorch_mppi is not installed: skipped (pip install pytorch-mppi)")
+
+    # Round robin: each repeat measures the bound, then one plan of every implementation,
+    # so that ratios compare times taken within a second of each other (the speed of a
+    # shared or virtual machine drifts by tens of percent over minutes).
+    for _, _, plan, _ in impls:
+        for _ in range(args.warmup):
+            plan(obs)
+    bounds, secs = np.empty(args.repeats), np.empty((len(impls), args.repeats))
+    evals_s = np.zeros(len(impls))
+    for i in range(args.repeats):
+        bounds[i], last_gemm = bound_now()
+        for j, (_, _, plan, eval_seconds) in enumerate(impls):
+            time.sleep(0.01)  # let the last implementation's spinning ORT workers go to sleep
+            e0 = eval_seconds() if eval_seconds else 0.0
+            secs[j, i] = time_calls(lambda plan=plan: plan(obs), 1, warmup=0)[0]
+            if eval_seconds:
+                evals_s[j] += eval_seconds() - e0
+    results = []
+    for j, (name, mode, _, eval_seconds) in enumerate(impls):
+        st = summarize_ms(secs[j])
+        results.append({"impl": name, "threads": args.threads, "mode": mode, "ms_median": st["median"],
+                        "ms_p90": st["p90"], "ms_min": st["min"], "evals_per_s": evals / (st["median"] / 1e3),
+                        "bound_fraction": float(np.median(bounds / secs[j])),
+                        "overhead": 1.0 - evals_s[j] / secs[j].sum() if eval_seconds else None,
+                        "rtmpc_speedup": float(np.median(secs[j] / secs[0]))})
+        log.info("%s %s: %.1f ms median", name, mode, st["median"])
+    head = results[0]  # rtmpc in the first mode asked for (lanes by default)
+    best = min((r for r in results if r["impl"] == "rtmpc"), key=lambda r: r["ms_median"])
+    baselines = {r["impl"]: r for r in results if r["impl"] != "rtmpc"}
+    bound_s = float(np.median(bounds))
+
+    out = {
+        "ms_per_plan_median": head["ms_median"], "ms_per_plan_p90": head["ms_p90"],
+        "model_evals_per_s": head["evals_per_s"], "flop_bound_fraction": head["bound_fraction"],
+        "overhead_fraction": head["overhead"], "mode": head["mode"], "best_mode": best["mode"],
+        **{f"speedup_vs_{name}": r["rtmpc_speedup"] for name, r in baselines.items()},
+        "flop_bound_ms": bound_s * 1e3, "flop_bound_ms_range": [float(bounds.min() * 1e3), float(bounds.max() * 1e3)],
+        "bound_gflops": flops / bound_s / 1e9, "plan_gflop": flops / 1e9, "evals_per_plan": evals,
+        "workload": {"planner": args.planner, "samples": k, "horizon": h, "iterations": iters, "elites": elites,
+                     "members": e, "particles": p, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
+                     "layers": args.layers, "activation": args.activation, "propagation": "TSinf",
+                     "layout": args.layout, "rows_per_member": rows},
+        "threads": args.threads, "gemm": last_gemm, "parity_max_abs": parity, "malloc_tuned": malloc_tuned,
+        "results": results, "machine": _machine(), "command": _command(args),
+    }
+    if not args.json:
+        w = out["workload"]
+        print(f"planner benchmark: {args.planner} K={k} H={h} iterations={iters}; E={e} x {args.layers}x"
+              f"{args.hidden} {args.activation}, O={o} A={a}, P={p} (TSinf), {rows} rows per member per step; "
+              f"{args.threads} thread(s), {out['machine']['cores']} cores, load {out['machine']['load_avg_1min']:.2f}")
+        print(f"FLOP bound {bound_s * 1e3:.1f} ms per plan ({flops / 1e9:.2f} GFLOP at "
+              f"{flops / bound_s / 1e9:.0f} GFLOP/s; per-layer GEMM "
+              + ", ".join(f"{g['shape'][1]}x{g['shape'][2]} {g['gflops']:.0f}" for g in last_gemm)
+              + f" GFLOP/s); {evals} model evaluations per plan; layout {w['layout']}")
+        print(format_table(COLUMNS, results))
+    print(json.dumps(out))
+    tmp.cleanup()
+    return 0

@@ -1,0 +1,54 @@
+"""Smoke run of ``rtmpc bench planner`` with a tiny shape (a few seconds)."""
+
+import json
+import subprocess
+import sys
+
+from scripts.cli import main
+
+RTMPC = [sys.executable, "-m", "scripts.cli"]
+TINY = ["--hidden", "8", "--layers", "1", "--ensemble", "2", "--obs-dim", "3", "--samples", "16", "--horizon", "3",
+        "--repeats", "2", "--warmup", "1"]
+
+
+def bench(*args, timeout=120):
+    return subprocess.run([*RTMPC, "bench", "planner", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_planner_json_has_the_promised_keys():
+    planner = "mppi"
+    res = bench(*TINY, "--planner", planner, "--threads", "2", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1  # --json: one line and nothing else
+    out = json.loads(lines[0])
+    for key in ["ms_per_plan_median", "ms_per_plan_p90", "model_evals_per_s", "flop_bound_fraction",
+                "speedup_vs_torch", "flop_bound_ms", "overhead_fraction", "gemm", "machine", "command"]:
+        assert key in out, key
+    assert out["ms_per_plan_p90"] >= out["ms_per_plan_median"] > 0
+    assert out["evals_per_plan"] == 3 * 16 * 2  # H * K * P, one iteration
+    assert 0 < out["flop_bound_fraction"] and out["flop_bound_ms"] > 0
+    assert [r["mode"] for r in out["results"] if r["impl"] == "rtmpc"] == ["lanes", "intra", "intra-spin"]
+    assert out["parity_max_abs"] <= 1e-4
+    assert "rtmpc bench planner" in out["command"] and f"--planner {planner}" in out["command"]
+    if any(r["impl"] == "pytorch_mppi" for r in out["results"]):
+        assert out["speedup_vs_pytorch_mppi"] > 0
+
+
+def test_bench_planner_table_without_baselines():
+    res = bench(*TINY, "--planner", "cem", "--no-baselines", "--threads", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("planner benchmark: cem K=16 H=3")
+    assert "FLOP bound" in lines[1] and lines[2].split()[:3] == ["impl", "threads", "mode"]
+    out = json.loads(lines[-1])
+    assert not any(key.startswith("speedup_vs_") for key in out)
+
+
+    assert [r["mode"] for r in out["results"]] == ["lanes"]  # one thread: one mode
+
+
+def test_bench_planner_bad_option_is_one_line(capsys):
+    assert main(["bench", "planner", *TINY, "--modes", "warp"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown mode" in err and len(err.strip().splitlines()) == 1
