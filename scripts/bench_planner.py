@@ -7,12 +7,14 @@ data), exports it to ONNX (parity checked), and in one process, on the same weig
    (M = K * P / E rows per member), through torch (MKL) and ONNX Runtime (MLAS), with
    ``--threads`` threads, and keeps the faster: the FLOP bound (planners.bench);
 2. times rtmpc's ``plan()`` (Numba planner over the ONNX Runtime model) in each
-   parallel mode: ``lanes`` (default: candidates split over threads) and, with more
-   than one thread, ``intra`` (ONNX Runtime's own pool) with spinning off and on;
+   parallel mode: ``default`` (load_model's: lanes from 512 rows per member up, else one
+   lane on ONNX Runtime's pool) and, with more than one thread, ``lanes`` (always split
+   the candidates over threads), ``intra`` (ONNX Runtime's own pool) with spinning off
+   and on (``intra-spin``); the JSON's headline numbers are the first mode's;
 3. times a plain batched PyTorch planner and, when installed, pytorch_mppi's MPPI;
 
 in rounds: each of the ``--repeats`` rounds measures the bound and then one plan of every
-implementation, so that every ratio (fraction of the bound, speedups: medians of the
+implementation in a shuffled order, so that every ratio (fraction of the bound, speedups: medians of the
 per-round ratios) compares times taken a fraction of a second apart;
 
 then prints a table and one JSON line (``--json``: only the JSON line) with the median
@@ -64,8 +66,8 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("measurement")
     g.add_argument("--repeats", type=int, default=20, help="timed plans per implementation")
     g.add_argument("--warmup", type=int, default=3, help="untimed plans first")
-    g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of "
-                                                   "lanes, intra, intra-spin")
+    g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of default "
+                                                   "(load_model's), lanes (always split), intra, intra-spin")
     g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
     g.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
     g.add_argument("--seed", type=int, default=0)
@@ -161,10 +163,11 @@ def run(args) -> int:
 
     from .bench_baselines import PytorchMPPI, TorchPlanner, pytorch_mppi_available, torch_gemm
 
-    modes = ["lanes", "intra", "intra-spin"] if args.modes == "all" else [m.strip() for m in args.modes.split(",")]
-    bad = [m for m in modes if m not in ("lanes", "intra", "intra-spin")]
+    all_modes = ("default", "lanes", "intra", "intra-spin")
+    modes = list(all_modes) if args.modes == "all" else [m.strip() for m in args.modes.split(",")]
+    bad = [m for m in modes if m not in all_modes]
     if bad:
-        raise ConfigError(f"--modes {args.modes!r}: unknown mode(s) {bad}; use lanes, intra, intra-spin or all")
+        raise ConfigError(f"--modes {args.modes!r}: unknown mode(s) {bad}; use {', '.join(all_modes)} or all")
     if args.threads < 1 or args.repeats < 1 or args.samples < 2 or args.horizon < 1 or args.iterations < 1:
         raise ConfigError(f"--threads {args.threads}, --repeats {args.repeats}, --samples {args.samples}, "
                           f"--horizon {args.horizon}, --iterations {args.iterations}: need threads, repeats, "
@@ -217,8 +220,9 @@ def run(args) -> int:
     # The implementations, all on the same weights.
     impls = []  # (impl, mode, plan, eval_seconds or None)
     for mode in modes:
+        parallel = {"default": {}, "lanes": {"min_lane": 1}}.get(mode, {"parallel": "intra"})
         model = load_model(path, threads=args.threads, allow_spinning=(mode == "intra-spin"), rng=args.seed,
-                           parallel="lanes" if mode == "lanes" else "intra", propagation="TSinf", particles=p)
+                           propagation="TSinf", particles=p, **parallel)
         impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
     if not args.no_baselines:
         common = dict(samples=k, horizon=h, iterations=iters, init_std=pcfg.init_std, low=low, high=high,
@@ -239,10 +243,12 @@ def run(args) -> int:
             plan(obs)
     bounds, secs = np.empty(args.repeats), np.empty((len(impls), args.repeats))
     evals_s = np.zeros(len(impls))
+    order = np.random.default_rng(args.seed)
     for i in range(args.repeats):
         bounds[i], last_gemm = bound_now()
-        for j, (_, _, plan, eval_seconds) in enumerate(impls):
-            time.sleep(0.01)  # let the last implementation's spinning ORT workers go to sleep
+        for j in order.permutation(len(impls)):  # a new order each round: no position bias
+            _, _, plan, eval_seconds = impls[j]
+            time.sleep(0.02)  # let the last implementation's spinning worker threads go to sleep
             e0 = eval_seconds() if eval_seconds else 0.0
             secs[j, i] = time_calls(lambda plan=plan: plan(obs), 1, warmup=0)[0]
             if eval_seconds:
@@ -253,8 +259,10 @@ def run(args) -> int:
         results.append({"impl": name, "threads": args.threads, "mode": mode, "ms_median": st["median"],
                         "ms_p90": st["p90"], "ms_min": st["min"], "evals_per_s": evals / (st["median"] / 1e3),
                         "bound_fraction": float(np.median(bounds / secs[j])),
+                        "bound_fraction_iqr": np.percentile(bounds / secs[j], [25, 75]).tolist(),
                         "overhead": 1.0 - evals_s[j] / secs[j].sum() if eval_seconds else None,
-                        "rtmpc_speedup": float(np.median(secs[j] / secs[0]))})
+                        "rtmpc_speedup": float(np.median(secs[j] / secs[0])),
+                        "rtmpc_speedup_iqr": np.percentile(secs[j] / secs[0], [25, 75]).tolist()})
         log.info("%s %s: %.1f ms median", name, mode, st["median"])
     head = results[0]  # rtmpc in the first mode asked for (lanes by default)
     best = min((r for r in results if r["impl"] == "rtmpc"), key=lambda r: r["ms_median"])

@@ -49,7 +49,7 @@ def small_path(tmp_path_factory):
 @pytest.mark.parametrize("propagation", ["TSinf", "TS1", "expectation"])
 def test_two_lanes_give_the_known_answers(toy_path, propagation):
     h, k = 7, 40
-    model = load_model(toy_path, threads=2, propagation=propagation, rng=0)
+    model = load_model(toy_path, threads=2, propagation=propagation, rng=0, min_lane=4)
     ret = model.rollout(OBS0, actions(k, h))
     assert model.parallel == "lanes" and [(k0, k1) for _, k0, k1 in model._split] == [(0, 20), (20, 40)]
     np.testing.assert_allclose(ret, discounted([REWARDS.mean()] * h), rtol=1e-5)
@@ -65,9 +65,9 @@ def test_two_lanes_give_the_known_answers(toy_path, propagation):
 def test_lanes_agree_with_one_lane_and_follow_the_seed(small_path):
     obs0, acts = np.array([1.0, 0.5, -1.0]), actions(64, 6, a=2)
     one = load_model(small_path, propagation="expectation").rollout(obs0, acts).copy()
-    two = load_model(small_path, threads=2, propagation="expectation").rollout(obs0, acts)
+    two = load_model(small_path, threads=2, propagation="expectation", min_lane=8).rollout(obs0, acts)
     np.testing.assert_allclose(two, one, rtol=1e-6)  # deterministic mode: same numbers
-    runs = [load_model(small_path, threads=2, rng=seed).rollout(obs0, acts).copy() for seed in (0, 0, 1)]
+    runs = [load_model(small_path, threads=2, rng=seed, min_lane=8).rollout(obs0, acts).copy() for seed in (0, 0, 1)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.allclose(runs[0], runs[2]) and np.all(np.isfinite(runs[0]))
     # Sampled returns scatter closely around the one-lane ones with many particles.
@@ -75,17 +75,23 @@ def test_lanes_agree_with_one_lane_and_follow_the_seed(small_path):
     np.testing.assert_allclose(runs[0], ts_one, atol=5e-3)
 
 
-def test_small_k_uses_fewer_lanes_and_buffers_are_reused(small_path):
-    model = load_model(small_path, threads=2, min_lane=16, rng=0)
+def test_small_k_uses_one_lane_on_the_threaded_session_and_buffers_are_reused(small_path):
+    model = load_model(small_path, threads=2, min_lane=16, rng=0)  # rows per member: K * P / E = K
     obs0 = np.zeros(3)
     model.rollout(obs0, actions(20, 3, a=2))
-    assert len(model._split) == 1
+    assert len(model._split) == 1 and model._split[0][0].sess is model._sess  # ORT's own pool
+    assert model._sess.get_session_options().intra_op_num_threads == 2
     model.rollout(obs0, actions(40, 3, a=2))
-    assert len(model._split) == 2 and model._cap == 40
+    assert len(model._split) == 2 and all(lane.sess is not model._sess for lane, _, _ in model._split)
+    assert model._cap == 40
     lane_buffers = [lane._b["x"] for lane in model._lanes]
     model.rollout(obs0, actions(32, 3, a=2))
     assert [lane._b["x"] for lane in model._lanes] == lane_buffers  # same arrays, no reallocation
     assert model.disagreement.shape == (32, 3)
+    # Two particles per member: K = 20 candidates are 40 rows per member, enough for two lanes.
+    model = load_model(small_path, threads=2, min_lane=16, rng=0, particles=10)
+    model.rollout(obs0, actions(20, 3, a=2))
+    assert len(model._split) == 2
 
 
 def test_intra_mode_runs_one_lane_on_the_threaded_session(small_path):
@@ -108,7 +114,7 @@ def test_an_error_in_a_worker_lane_reaches_the_caller(toy_path):
         calls.append(len(o))
         return np.zeros(len(o) if len(calls) == 1 else 1)  # the second lane gets a bad shape
 
-    model = load_model(toy_path, threads=2, reward_fn=reward_fn, rng=0)
+    model = load_model(toy_path, threads=2, reward_fn=reward_fn, rng=0, min_lane=4)
     with pytest.raises(ModelError, match="reward_fn returned shape"):
         model.rollout(OBS0, actions(40, 3))
 

@@ -28,7 +28,7 @@ def test_bench_planner_json_has_the_promised_keys():
     assert out["ms_per_plan_p90"] >= out["ms_per_plan_median"] > 0
     assert out["evals_per_plan"] == 3 * 16 * 2  # H * K * P, one iteration
     assert 0 < out["flop_bound_fraction"] and out["flop_bound_ms"] > 0
-    assert [r["mode"] for r in out["results"] if r["impl"] == "rtmpc"] == ["lanes", "intra", "intra-spin"]
+    assert [r["mode"] for r in out["results"] if r["impl"] == "rtmpc"] == ["default", "lanes", "intra", "intra-spin"]
     assert out["parity_max_abs"] <= 1e-4
     assert "rtmpc bench planner" in out["command"] and f"--planner {planner}" in out["command"]
     if any(r["impl"] == "pytorch_mppi" for r in out["results"]):
@@ -45,7 +45,7 @@ def test_bench_planner_table_without_baselines():
     assert not any(key.startswith("speedup_vs_") for key in out)
 
 
-    assert [r["mode"] for r in out["results"]] == ["lanes"]  # one thread: one mode
+    assert [r["mode"] for r in out["results"]] == ["default"]  # one thread: one mode
 
 
 def test_bench_planner_bad_option_is_one_line(capsys):
