@@ -38,8 +38,10 @@ reproducible for a given seed, thread count and K) and single-threaded ONNX Runt
 calls on one shared session. Particles never interact across candidates, so lanes meet
 once per rollout, not once per operator as ONNX Runtime's intra-op pool does
 (``parallel="intra"``, one lane, the pool inside every call; spinning optional).
-Measured on 2 cores, K = 1000, H = 15, MPPI, runs where other processes took < 3% of
-the machine: lanes 81 ms per plan, intra 183 ms, intra with spinning 129 ms.
+Measured on 2 cores (docs/planner_benchmark.md, rounds in shuffled order): lanes take
+14-35% less time per plan than the pool at K = 256 ... 4000, e.g. MPPI K = 1000, H = 15:
+lanes 81 ms, intra 113 ms, intra with spinning 107 ms. Below ``min_lane`` rows per member
+per lane (two lanes need K * P / E >= 64 with the default 32), one lane runs on ONNX Runtime's pool.
 
 Per step a lane runs: Numba kernels (nogil) to fill the actions, ONNX Runtime on the
 bound buffers, the Generator's standard normals, one Numba pass that samples the next
@@ -403,15 +405,15 @@ class PETSRolloutModel(RolloutModel):
     single-threaded ONNX Runtime calls) or "intra" (one lane, ONNX Runtime's intra-op
     thread pool inside each call); min_lane: fewest rows per member (candidates times
     P/E) a lane gets: a K too small for two lanes runs as one lane on ONNX Runtime's
-    intra-op pool (measured faster there: at K = 256, P = E, 2 threads, 55-110 ms per plan
-    against 66-117 ms for two lanes of 128 rows; lanes win from K = 1000 up).
+    intra-op pool (lanes measured faster from 128 rows a lane up: K = 256, P = E, 2
+    threads, 24-55 ms per plan against 36-72 ms on ONNX Runtime's pool).
     Not thread-safe: one caller at a time.
     """
 
     def __init__(self, session: ort.InferenceSession, meta: dict[str, str], source: str, *,
                  propagation: str | None = None, particles: int | None = None,
                  rng: np.random.Generator | int | None = None, reward_fn: RewardFn | None = None,
-                 gamma: float | None = None, parallel: str = "lanes", min_lane: int = 256) -> None:
+                 gamma: float | None = None, parallel: str = "lanes", min_lane: int = 32) -> None:
         fmt = _meta(meta, "format", int, source)
         if fmt != _FORMAT:
             raise ModelError(f"model file {source} has format {fmt}; this runtime reads format {_FORMAT}")

@@ -7,7 +7,7 @@ data), exports it to ONNX (parity checked), and in one process, on the same weig
    (M = K * P / E rows per member), through torch (MKL) and ONNX Runtime (MLAS), with
    ``--threads`` threads, and keeps the faster: the FLOP bound (planners.bench);
 2. times rtmpc's ``plan()`` (Numba planner over the ONNX Runtime model) in each
-   parallel mode: ``default`` (load_model's: lanes from 512 rows per member up, else one
+   parallel mode: ``default`` (load_model's: lanes from 64 rows per member up, else one
    lane on ONNX Runtime's pool) and, with more than one thread, ``lanes`` (always split
    the candidates over threads), ``intra`` (ONNX Runtime's own pool) with spinning off
    and on (``intra-spin``); the JSON's headline numbers are the first mode's;
