@@ -81,7 +81,7 @@ def test_a_killed_robot_is_detected_within_a_period_held_and_resumed_when_it_res
             first.kill()  # returns once the process is reaped: its sockets are closed
             gone = time.monotonic()
             wait_until(lambda: robot.stats["lost"] == 1, what="the loss of the robot")
-            lost_seen = time.monotonic()
+            lost_seen = started = time.monotonic()
             with process(robot_args(port), tmp_path, "robot2") as second:
                 wait_until(lambda: robot.stats["restarts"] == 1, what=f"the new robot\n{second.logs()}")
                 back = time.monotonic()
@@ -101,7 +101,11 @@ def test_a_killed_robot_is_detected_within_a_period_held_and_resumed_when_it_res
     detected = wake[(wake > killed) & stale][0]
     # from the moment the process is gone (the kernel takes tens of ms to tear it down)
     assert detected - gone <= period + SLACK_S, f"stale {1e3 * (detected - gone):.1f} ms after the robot was gone"
-    held = (wake > detected) & (wake < back)
+    # the first fresh observation after the loss comes from the new robot, no later than a period
+    # after this thread saw the restart (the loop may see it first: this thread polls)
+    fresh = wake[(wake > detected) & ~stale][0]
+    assert started < fresh <= back + period + SLACK_S, f"fresh {1e3 * (fresh - started):.1f} ms after the restart"
+    held = (wake > detected) & (wake < fresh)
     assert held.sum() >= 2 and stale[held].all() and (source[held] == SAFE).all()  # held: safe action, no plans
     after = wake > back + 2 * period
     assert (source[after] == PLAN).sum() >= 10 and not stale[after][-5:].any()  # resumed
