@@ -69,6 +69,8 @@ def add_arguments(p) -> None:
     g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of default "
                                                    "(load_model's), lanes (always split), intra, intra-spin")
     g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
+    g.add_argument("--int8", action="store_true", help="also time the int8 copy of the export (models.quantize; "
+                                                     "load_model's default mode)")
     g.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print only one JSON line")
@@ -118,7 +120,8 @@ def _command(args) -> str:
     opts = ["obs_dim", "act_dim", "hidden", "layers", "ensemble", "activation", "particles", "layout", "planner",
             "samples", "horizon", "iterations", "elites", "threads", "repeats", "warmup", "modes", "seed"]
     parts = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in opts]
-    flags = [f"--{name.replace('_', '-')}" for name in ("no_baselines", "no_malloc_tuning") if getattr(args, name)]
+    flags = [f"--{name.replace('_', '-')}" for name in ("no_baselines", "no_malloc_tuning", "int8")
+             if getattr(args, name)]
     return " ".join(["rtmpc bench planner", *parts, *flags])
 
 
@@ -224,6 +227,16 @@ def run(args) -> int:
         model = load_model(path, threads=args.threads, allow_spinning=(mode == "intra-spin"), rng=args.seed,
                            propagation="TSinf", particles=p, **parallel)
         impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
+    int8_error = None
+    if args.int8:
+        from models.quantize import compare_predictions, quantize_int8
+
+        q = quantize_int8(path)
+        x = rng.standard_normal((1000, o)).astype(np.float32)
+        int8_error = compare_predictions(path, q, x, rng.uniform(-1, 1, (1000, a)).astype(np.float32))
+        model = load_model(q, threads=args.threads, rng=args.seed, propagation="TSinf", particles=p)
+        impls.append(("rtmpc-int8", "default", make_planner(pcfg, model, args.seed).plan,
+                      lambda m=model: m.eval_seconds))
     if not args.no_baselines:
         common = dict(samples=k, horizon=h, iterations=iters, init_std=pcfg.init_std, low=low, high=high,
                       particles=p, seed=args.seed)
@@ -266,7 +279,7 @@ def run(args) -> int:
         log.info("%s %s: %.1f ms median", name, mode, st["median"])
     head = results[0]  # rtmpc in the first mode asked for (lanes by default)
     best = min((r for r in results if r["impl"] == "rtmpc"), key=lambda r: r["ms_median"])
-    baselines = {r["impl"]: r for r in results if r["impl"] != "rtmpc"}
+    baselines = {r["impl"]: r for r in results if not r["impl"].startswith("rtmpc")}
     bound_s = float(np.median(bounds))
 
     out = {
@@ -280,7 +293,12 @@ def run(args) -> int:
                      "members": e, "particles": p, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
                      "layers": args.layers, "activation": args.activation, "propagation": "TSinf",
                      "layout": args.layout, "rows_per_member": rows},
-        "threads": args.threads, "gemm": last_gemm, "parity_max_abs": parity, "malloc_tuned": malloc_tuned,
+        "threads": args.threads, "gemm": last_gemm,
+        **({"int8": {**{k_: r[k_] for k_ in ("ms_median", "ms_p90", "bound_fraction", "overhead")
+                        for r in results if r["impl"] == "rtmpc-int8"},
+                     "speedup_vs_fp32": 1.0 / next(r["rtmpc_speedup"] for r in results if r["impl"] == "rtmpc-int8"),
+                     "prediction": int8_error}} if args.int8 else {}),
+        "parity_max_abs": parity, "malloc_tuned": malloc_tuned,
         "results": results, "machine": _machine(), "command": _command(args),
     }
     if not args.json:

@@ -5,6 +5,12 @@ inputs and on transitions from the run's buffer, and prints the largest differen
 the predicted means (PETS; tolerance models.export.PARITY_ATOL + PARITY_RTOL * |value|)
 or of the returns, prior actions and latents (latent; models.latent_export's tolerance).
 The run's config says which kind it holds.
+
+``--precision int8`` (PETS) also writes ``model.int8.onnx`` beside it (models.quantize:
+ONNX Runtime's dynamic int8 quantisation of every weight matrix; opt-in, the float32
+file stays the reference) and prints how far its predictions move from the float32
+file's and both files' one-step prediction error on the buffer's transitions.
+``rtmpc control --model RUN/model.int8.onnx`` then plans over it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("run_dir", help="a run directory made by rtmpc train")
     p.add_argument("--out", help="where to write the ONNX file (default RUN_DIR/model.onnx)")
     p.add_argument("--samples", type=int, default=1024, help="buffer transitions used in the parity check")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                   help="int8: also write MODEL.int8.onnx (PETS; dynamic int8 weights, opt-in) and report its error")
     p.add_argument("--json", action="store_true", help="print one JSON line")
 
 
@@ -66,10 +74,25 @@ def run(args) -> int:
     result = {"model": str(out), "kind": cfg.kind, "parity_max_abs": err, "tolerance_abs": PARITY_ATOL,
               "tolerance_rel": PARITY_RTOL, "checked_real": int(len(pick)), "obs_dim": loaded.dims.obs_dim,
               "act_dim": loaded.dims.act_dim}
+    if args.precision == "int8":
+        if cfg.kind != "pets":
+            raise ConfigError(f"--precision int8 is for PETS runs; {args.run_dir} holds a {cfg.kind} model")
+        from models.quantize import compare_predictions, quantize_int8
+
+        q = quantize_int8(out)
+        load_model(q)
+        rows = np.sort(pick)
+        result["int8"] = {"model": str(q), **compare_predictions(out, q, buffer.obs[rows], buffer.act[rows],
+                                                                 buffer.next_obs[rows], buffer.reward[rows])}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"exported {out}: ONNX Runtime vs PyTorch max |{what} difference| {err:.2e} "
               f"(tolerance {PARITY_ATOL:g} + {PARITY_RTOL:g}*|value|) on random inputs and {len(pick)} buffer "
               f"transitions")
+        if "int8" in result:
+            c = result["int8"]
+            print(f"int8 copy {c['model']}: predicted changes differ from float32 by {100 * c['mean_rel_diff']:.2f}% "
+                  f"of their spread on average (max {100 * c['max_rel_diff']:.1f}%); one-step next-state MSE "
+                  f"{c['mse_fp32']:.3g} (fp32) vs {c['mse_int8']:.3g} (int8) on {c['rows']} buffer transitions")
     return 0

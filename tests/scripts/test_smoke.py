@@ -33,6 +33,16 @@ def test_export_prints_parity(run_dir):
     assert out["parity_max_abs"] <= 1e-4 and out["obs_dim"] == 6
 
 
+def test_int8_export_reports_its_error_and_controls(run_dir):
+    res = rtmpc("export", str(run_dir), "--precision", "int8", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    q = json.loads(res.stdout.strip().splitlines()[-1])["int8"]
+    assert q["model"].endswith("model.int8.onnx") and q["mse_int8"] > 0 and q["mean_rel_diff"] < 0.2
+    res = rtmpc("control", "--model", q["model"], "--config", str(run_dir / "config.yaml"), "--json", "--cycles", "5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["cycles"] == 5
+
+
 def test_control_json_has_the_promised_keys(run_dir):
     res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
                 "--json", "--cycles", "10")
