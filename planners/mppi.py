@@ -26,7 +26,8 @@ class MPPI(TrajectoryPlanner):
     """MPPI planner: ``MPPI(config, model, rng)``; config.kind must be "mppi".
 
     With ``config.prior_samples`` n > 0 (TD-MPC models), n sequences from
-    ``model.prior_actions`` replace the first n samples of every iteration.
+    ``model.prior_actions`` (drawn once per plan, as in TD-MPC2) are the first n
+    samples of every iteration.
     ``plan`` returns row 0 of the final (weighted) mean.
     """
 

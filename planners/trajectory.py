@@ -3,7 +3,8 @@
 A :class:`TrajectoryPlanner` keeps a Gaussian over action sequences, mean and std of
 shape H x A, and refines it for ``iterations`` rounds per plan. Each round:
 
-1. sample K x H x A sequences: the policy-prior ones (if any), the mean itself, then
+1. sample K x H x A sequences: the policy-prior ones (if any; drawn once per plan, before
+   the first round, and kept for every round, as TD-MPC2 does), the mean itself, then
    mean + std * noise (AR(1) along the horizon), clipped to the action bounds;
 2. score them: ``model.rollout`` returns (K,), minus the optional disagreement and
    smoothness penalties; non-finite scores become -inf and are counted;
@@ -148,9 +149,10 @@ class TrajectoryPlanner(Planner):
         self._begin()
         nonfinite = 0
         dis = None
+        self._draw_prior(obs)
         for _ in range(self._iterations):
             # Sample actions
-            self._sample(obs)
+            self._sample()
             if fixed:
                 self._actions[:, 0, :] = self._first32
             # Score sequences
@@ -214,8 +216,9 @@ class TrajectoryPlanner(Planner):
         np.clip(first, self._low, self._high, out=self._first)
         self._first32[:] = self._first
 
-    def _sample(self, obs: np.ndarray) -> None:
-        """Fill self._actions (K x H x A): prior samples, the mean, then noisy samples."""
+    def _draw_prior(self, obs: np.ndarray) -> None:
+        """self._actions[:n] <- n sequences from the model's policy prior (n = prior_samples;
+        once per plan: the rounds only resample the rest)."""
         n = self._n_prior
         if n:
             prior = self.model.prior_actions(obs, n, self._shape[1], self.rng)
@@ -223,6 +226,11 @@ class TrajectoryPlanner(Planner):
                 raise ModelError(f"prior_actions returned shape {np.shape(prior)}, expected "
                                  f"{(n,) + self._shape[1:]}")
             np.clip(prior, self._low, self._high, out=self._actions[:n])
+
+    def _sample(self) -> None:
+        """Fill self._actions[n:] (K x H x A): the mean, then noisy samples (the n prior
+        sequences are left as they are)."""
+        n = self._n_prior
         self.rng.standard_normal(out=self._noise, dtype=np.float32)
         kernels.sample_sequences(self._mean, self._std, self._noise, self._beta, self._low,
                                  self._high, n, self._actions)
