@@ -24,7 +24,7 @@ import torch
 
 from models.ensemble import ProbabilisticEnsemble
 
-__all__ = ["TorchPlanner", "PytorchMPPI", "pytorch_mppi_available", "torch_gemm"]
+__all__ = ["TorchPlanner", "LatentTorchPlanner", "PytorchMPPI", "pytorch_mppi_available", "torch_gemm"]
 
 
 def torch_gemm(rows: int, n_in: int, n_out: int) -> Callable[[], object]:
@@ -46,14 +46,17 @@ class TorchPlanner:
     ``plan(obs (O,)) -> action (A,)`` numpy; warm-started like the rtmpc planners.
     """
 
+    prior_samples = 0  # sequences from a policy prior (LatentTorchPlanner)
+
     def __init__(self, ensemble: ProbabilisticEnsemble, *, kind: str, samples: int, horizon: int,
                  iterations: int, elites: int, temperature: float, alpha: float, init_std: float,
-                 min_std: float, low: np.ndarray, high: np.ndarray, particles: int, gamma: float = 1.0,
+                 min_std: float, low: np.ndarray, high: np.ndarray, particles: int = 1, gamma: float = 1.0,
                  seed: int = 0) -> None:
         if kind not in ("cem", "mppi"):
             raise ValueError(f"kind = {kind!r}: choose cem or mppi")
-        if particles % ensemble.members:
-            raise ValueError(f"particles = {particles} must be a multiple of members = {ensemble.members}")
+        members = getattr(ensemble, "members", 1)
+        if particles % members:
+            raise ValueError(f"particles = {particles} must be a multiple of members = {members}")
         self.model = ensemble.eval()
         self.kind, self.k, self.h, self.iterations = kind, samples, horizon, iterations
         self.n_elite = elites if elites > 0 else samples
@@ -62,7 +65,7 @@ class TorchPlanner:
         self.high = torch.as_tensor(np.asarray(high, np.float32))
         half = 0.5 * (self.high - self.low)
         self.std_init, self.std_min = init_std * half, min_std * half
-        self.pe = particles // ensemble.members
+        self.pe = particles // members
         self.gen = torch.Generator().manual_seed(seed)
         self.mean = (0.5 * (self.low + self.high)).expand(horizon, -1).clone()
 
@@ -78,15 +81,20 @@ class TorchPlanner:
             ret += self.gamma**t * rm
         return ret.view(e, k, self.pe).mean(dim=(0, 2))
 
+    def prior(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sequences (n, H, A) that join every iteration's samples (none here)."""
+        return torch.empty(0, self.h, self.low.shape[0])
+
     @torch.inference_mode()
     def plan(self, obs: np.ndarray) -> np.ndarray:
         obs_t = torch.as_tensor(np.asarray(obs, np.float32))
         mean = torch.cat([self.mean[1:], self.mean[-1:]])  # warm start: shift by one step
         std = self.std_init.expand_as(mean).clone()
+        prior = self.prior(obs_t)  # (n, H, A), drawn once per plan
         for _ in range(self.iterations):
             # Sample actions
-            noise = torch.randn(self.k - 1, self.h, mean.shape[1], generator=self.gen)
-            actions = torch.cat([mean[None], mean + std * noise]).clamp(self.low, self.high)
+            noise = torch.randn(self.k - 1 - len(prior), self.h, mean.shape[1], generator=self.gen)
+            actions = torch.cat([prior, mean[None], mean + std * noise]).clamp(self.low, self.high)
             # Score sequences
             returns = self.rollout(obs_t, actions)
             returns = torch.where(torch.isfinite(returns), returns, -math.inf)
@@ -108,6 +116,40 @@ class TorchPlanner:
                                 self.std_init)
         self.mean = mean
         return mean[0].clamp(self.low, self.high).numpy().astype(np.float64)
+
+
+class LatentTorchPlanner(TorchPlanner):
+    """The same plain PyTorch planner over a TD-MPC-style latent model, as TD-MPC2 plans:
+    ``prior_samples`` policy-prior trajectories drawn once per plan join every iteration's
+    samples; a candidate's score is its discounted latent rewards plus the discounted
+    terminal value (mean of a random pair of Q heads at the prior's action), computed by
+    the model's own eager graph (:func:`models.latent.make_graph`, the graph the ONNX file
+    was exported from)."""
+
+    def __init__(self, model, *, gamma: float, prior_samples: int, **kw) -> None:
+        from models.latent import make_graph
+
+        super().__init__(model, **kw)
+        self.graph = make_graph(model, gamma).eval()
+        self.prior_samples = int(prior_samples)
+        self.num_q = model.cfg.num_q
+        self.no_prior = torch.zeros(0, kw["horizon"], model.act_dim)
+
+    def _pair(self) -> torch.Tensor:
+        i, j = torch.randperm(self.num_q, generator=self.gen)[:2]
+        return torch.stack([i, j])
+
+    def prior(self, obs: torch.Tensor) -> torch.Tensor:
+        n, a = self.prior_samples, self.low.shape[0]
+        if n == 0:
+            return torch.empty(0, self.h, a)
+        eps = torch.randn(n, self.h, a, generator=self.gen)
+        return self.graph(obs[None], torch.zeros(0, self.h, a), torch.zeros(0, a), self._pair(), eps)[1]
+
+    def rollout(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        k, _, a = actions.shape
+        eps = torch.randn(k, a, generator=self.gen)
+        return self.graph(obs[None], actions, eps, self._pair(), self.no_prior)[0]
 
 
 def pytorch_mppi_available() -> bool:

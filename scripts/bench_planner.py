@@ -27,6 +27,15 @@ its thresholds are raised; the bench raises them (mallopt, as MALLOC_MMAP_THRESH
 MALLOC_TRIM_THRESHOLD_ would) so that the torch baselines are timed at their best;
 ``--no-malloc-tuning`` leaves glibc alone. The rtmpc runtime allocates nothing per plan.
 Run nothing else on the machine meanwhile.
+
+``--model latent`` times the same way a TD-MPC-style latent model (random weights,
+``--latent-dim``, ``--hidden``, ``--num-q``) planned as TD-MPC2 plans (MPPI, K = 512 with
+24 policy-prior trajectories drawn once per plan, H = 3, 6 iterations, 64 elites, unless
+told otherwise), against the plain PyTorch planner over the same model's eager graph
+(pytorch_mppi has no policy prior or terminal value: not run). Its FLOP bound counts the
+GEMMs of dynamics and reward per step, policy and two Q heads at the terminal latent,
+and the prior's trajectories (planners.bench.latent_plan_gemms); model evaluations are
+candidate-steps, K * H * iterations. ``--int8`` adds the int8 copy (PETS only).
 """
 
 from __future__ import annotations
@@ -47,9 +56,15 @@ COLUMNS = [("impl", "s"), ("threads", "d"), ("mode", "s"), ("ms_median", ".1f"),
 
 def add_arguments(p) -> None:
     g = p.add_argument_group("model")
+    g.add_argument("--model", default="pets", choices=("pets", "latent"),
+                   help="pets: a probabilistic ensemble; latent: a TD-MPC-style latent model planned with its "
+                        "policy prior (defaults then follow TD-MPC2: MPPI K=512, H=3, 6 iterations, 64 elites, "
+                        "24 prior trajectories)")
     g.add_argument("--obs-dim", type=int, default=5, help="observation size O")
     g.add_argument("--act-dim", type=int, default=1, help="action size A")
-    g.add_argument("--hidden", type=int, default=200, help="units per hidden layer")
+    g.add_argument("--hidden", type=int, default=None, help="units per hidden layer (default 200 pets, 64 latent)")
+    g.add_argument("--latent-dim", type=int, default=64, help="latent size Z (latent)")
+    g.add_argument("--num-q", type=int, default=5, help="Q heads (latent)")
     g.add_argument("--layers", type=int, default=3, help="hidden layers per member")
     g.add_argument("--ensemble", type=int, default=5, help="members E")
     g.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
@@ -58,10 +73,11 @@ def add_arguments(p) -> None:
                    help="ONNX graph layout (models.export.LAYOUTS)")
     g = p.add_argument_group("planner")
     g.add_argument("--planner", default="mppi", choices=("cem", "mppi"))
-    g.add_argument("--samples", type=int, default=1000, help="candidate sequences K")
-    g.add_argument("--horizon", type=int, default=30, help="horizon H")
-    g.add_argument("--iterations", type=int, default=1, help="iterations per plan")
-    g.add_argument("--elites", type=int, default=0, help="elites (0: K / 10, at least 2)")
+    g.add_argument("--samples", type=int, default=None, help="candidate sequences K (default 1000 pets, 512 latent)")
+    g.add_argument("--horizon", type=int, default=None, help="horizon H (default 30 pets, 3 latent)")
+    g.add_argument("--iterations", type=int, default=None, help="iterations per plan (default 1 pets, 6 latent)")
+    g.add_argument("--elites", type=int, default=0, help="elites (0: K / 10, at least 2; 64 latent)")
+    g.add_argument("--prior-samples", type=int, default=None, help="policy-prior trajectories (latent; default 24)")
     g.add_argument("--threads", type=int, default=1, help="threads for every implementation (and the bound)")
     g = p.add_argument_group("measurement")
     g.add_argument("--repeats", type=int, default=20, help="timed plans per implementation")
@@ -117,8 +133,11 @@ def ort_gemm(rows: int, n_in: int, n_out: int, threads: int):
 
 def _command(args) -> str:
     """The command line that reproduces this run, every workload option spelled out."""
-    opts = ["obs_dim", "act_dim", "hidden", "layers", "ensemble", "activation", "particles", "layout", "planner",
-            "samples", "horizon", "iterations", "elites", "threads", "repeats", "warmup", "modes", "seed"]
+    opts = ["model", "obs_dim", "act_dim", "hidden", "layers", "ensemble", "activation", "particles", "layout",
+            "planner", "samples", "horizon", "iterations", "elites", "threads", "repeats", "warmup", "modes", "seed"]
+    if args.model == "latent":
+        opts = ["model", "obs_dim", "act_dim", "hidden", "latent_dim", "num_q", "planner", "samples", "horizon",
+                "iterations", "elites", "prior_samples", "threads", "repeats", "warmup", "seed"]
     parts = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in opts]
     flags = [f"--{name.replace('_', '-')}" for name in ("no_baselines", "no_malloc_tuning", "int8")
              if getattr(args, name)]
@@ -143,42 +162,58 @@ def _machine() -> dict:
             "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
-def run(args) -> int:
+# TD-MPC2's planner setting, the latent model's defaults (as configs/tdmpc_cartpole.yaml)
+LATENT_DEFAULTS = {"hidden": 64, "samples": 512, "horizon": 3, "iterations": 6, "elites": 64, "prior_samples": 24}
+PETS_DEFAULTS = {"hidden": 200, "samples": 1000, "horizon": 30, "iterations": 1, "elites": 0, "prior_samples": 0}
+
+
+def _resolve_defaults(args) -> None:
+    """Fill the options left at None (or elites 0 for latent) with the model kind's defaults."""
+    defaults = LATENT_DEFAULTS if args.model == "latent" else PETS_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None or (name == "elites" and args.model == "latent" and args.elites == 0):
+            setattr(args, name, value)
+    if args.model == "latent":
+        args.modes = "default"  # the latent runtime has one way of using threads (slices of K)
+
+
+def latent_layers(model) -> dict[str, list[tuple[int, int]]]:
+    """(in, out) of the affine layers of a models.latent.LatentWorldModel, by part (one Q head)."""
+    import re
+
+    parts = {"dynamics": [], "reward": [], "pi": [], "q": []}
+    for name, p in model.named_parameters():
+        m = re.fullmatch(r"(dynamics|reward_head|pi_head)\.\d+(?:\.linear)?\.weight", name)
+        if m:
+            parts[{"reward_head": "reward", "pi_head": "pi"}.get(m.group(1), m.group(1))].append(
+                (int(p.shape[1]), int(p.shape[0])))
+        elif re.fullmatch(r"qs\.w\d+", name):
+            parts["q"].append((int(p.shape[1]), int(p.shape[2])))
+    return parts
+
+
+def _planner_config(args, **extra):
+    from planners import PlannerConfig
+
+    return PlannerConfig(kind=args.planner, samples=args.samples, horizon=args.horizon, iterations=args.iterations,
+                         **extra)
+
+
+def _pets_setup(args, modes: list[str], tmp: Path) -> dict:
+    """A random-weight PETS ensemble, exported (parity checked), the implementations timed
+    on it (rtmpc per mode, int8 when asked, the torch baselines) and its plan's GEMMs."""
     import numpy as np
-    import torch
 
     from configs import ConfigError
     from models.config import EnsembleConfig
     from models.ensemble import ProbabilisticEnsemble
     from models.export import check_parity, export_onnx
     from models.runtime import load_model
-    from planners import PlannerConfig, make_planner
-    from planners.bench import (
-        best_seconds,
-        flop_bound_seconds,
-        format_table,
-        mlp_shapes,
-        plan_evaluations,
-        plan_flops,
-        summarize_ms,
-        time_calls,
-    )
+    from planners import make_planner
+    from planners.bench import mlp_shapes, plan_evaluations, plan_flops
 
-    from .bench_baselines import PytorchMPPI, TorchPlanner, pytorch_mppi_available, torch_gemm
+    from .bench_baselines import PytorchMPPI, TorchPlanner, pytorch_mppi_available
 
-    all_modes = ("default", "lanes", "intra", "intra-spin")
-    modes = list(all_modes) if args.modes == "all" else [m.strip() for m in args.modes.split(",")]
-    bad = [m for m in modes if m not in all_modes]
-    if bad:
-        raise ConfigError(f"--modes {args.modes!r}: unknown mode(s) {bad}; use {', '.join(all_modes)} or all")
-    if args.threads < 1 or args.repeats < 1 or args.samples < 2 or args.horizon < 1 or args.iterations < 1:
-        raise ConfigError(f"--threads {args.threads}, --repeats {args.repeats}, --samples {args.samples}, "
-                          f"--horizon {args.horizon}, --iterations {args.iterations}: need threads, repeats, "
-                          f"horizon, iterations >= 1 and samples >= 2")
-    if args.threads == 1:  # one thread: the modes are the same thing
-        modes = modes[:1]
-    malloc_tuned = False if args.no_malloc_tuning else _tune_malloc()
-    torch.set_num_threads(args.threads)
     e, o, a = args.ensemble, args.obs_dim, args.act_dim
     cfg = EnsembleConfig(members=e, hidden=args.hidden, layers=args.layers, activation=args.activation,
                          particles=args.particles)  # validates the sizes
@@ -188,39 +223,19 @@ def run(args) -> int:
         raise ConfigError(f"K * P = {k * p} is not a multiple of the {e} members")
     elites = args.elites or max(2, k // 10)
     low, high = -np.ones(a), np.ones(a)
-    pcfg = PlannerConfig(kind=args.planner, samples=k, horizon=h, iterations=iters, elites=elites,
-                         min_std=0.05, init_std=0.5)
+    pcfg = _planner_config(args, elites=elites, min_std=0.05, init_std=0.5)
 
-    # The ensemble and its export.
     ensemble = ProbabilisticEnsemble(o, a, cfg, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     ensemble.fit_normalisers(rng.standard_normal((1000, o + a)) * [*([1.0] * o), *([0.5] * a)],
                              0.05 * rng.standard_normal((1000, ensemble.out_dim)))
     ensemble.eval()
-    tmp = tempfile.TemporaryDirectory(prefix="rtmpc-bench-")
-    path = export_onnx(ensemble, Path(tmp.name) / "model.onnx", action_low=low, action_high=high,
-                       layout=args.layout)
+    path = export_onnx(ensemble, tmp / "model.onnx", action_low=low, action_high=high, layout=args.layout)
     parity = check_parity(ensemble, path)
     obs = (0.1 * rng.standard_normal(o)).astype(np.float32)
-
-    # The FLOP bound's GEMMs: every layer's [M, in] @ [in, out], through torch and MLAS.
     shapes = mlp_shapes(o + a, args.hidden, args.layers, 2 * ensemble.out_dim)  # head: means and log-variances
     rows = k * p // e
-    gemms = [(rows, n_in, n_out, torch_gemm(rows, n_in, n_out), ort_gemm(rows, n_in, n_out, args.threads))
-             for n_in, n_out in shapes]
-    evals = plan_evaluations(k, h, iters, p)
-    flops = plan_flops(shapes, k, h, iters, p)
 
-    def bound_now() -> tuple[float, list[dict]]:
-        per_layer = []
-        for r, n_in, n_out, t_fn, o_fn in gemms:
-            t_t, t_o = best_seconds(t_fn), best_seconds(o_fn)
-            per_layer.append({"shape": [r, n_in, n_out], "torch_ms": t_t * 1e3, "onnxruntime_ms": t_o * 1e3,
-                              "gflops": 2 * r * n_in * n_out / min(t_t, t_o) / 1e9})
-        return flop_bound_seconds([min(g["torch_ms"], g["onnxruntime_ms"]) / 1e3 for g in per_layer], e, h,
-                                  iters), per_layer
-
-    # The implementations, all on the same weights.
     impls = []  # (impl, mode, plan, eval_seconds or None)
     for mode in modes:
         parallel = {"default": {}, "lanes": {"min_lane": 1}}.get(mode, {"parallel": "intra"})
@@ -247,6 +262,103 @@ def run(args) -> int:
             impls.append(("pytorch_mppi", "mppi", PytorchMPPI(ensemble, **common).plan, None))
         else:
             log.info("pytorch_mppi is not installed: skipped (pip install pytorch-mppi)")
+    workload = {"model": "pets", "planner": args.planner, "samples": k, "horizon": h, "iterations": iters,
+                "elites": elites, "members": e, "particles": p, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
+                "layers": args.layers, "activation": args.activation, "propagation": "TSinf",
+                "layout": args.layout, "rows_per_member": rows}
+    title = (f"{args.planner} K={k} H={h} iterations={iters}; E={e} x {args.layers}x{args.hidden} {args.activation}, "
+             f"O={o} A={a}, P={p} (TSinf), {rows} rows per member per step")
+    return {"impls": impls, "obs": obs, "parity": parity, "int8_error": int8_error, "workload": workload,
+            "title": title, "evals": plan_evaluations(k, h, iters, p), "flops": plan_flops(shapes, k, h, iters, p),
+            "gemms": [(rows, n_in, n_out, e * h * iters) for n_in, n_out in shapes]}
+
+
+def _latent_setup(args, modes: list[str], tmp: Path) -> dict:
+    """A random-weight TD-MPC-style latent model, exported (parity checked), rtmpc's MPPI
+    over it with policy-prior samples, the plain PyTorch planner over the same model, and
+    the plan's GEMMs (planners.bench.latent_plan_gemms)."""
+    import numpy as np
+
+    from configs import ConfigError, from_dict
+    from models.latent import LatentWorldModel
+    from models.latent_config import LatentModelConfig
+    from models.latent_export import check_latent_parity, export_latent
+    from models.runtime import load_model
+    from planners import make_planner
+    from planners.bench import latent_plan_gemms
+
+    from .bench_baselines import LatentTorchPlanner
+
+    if args.int8:
+        raise ConfigError("--int8 is for PETS models (models.quantize); drop it with --model latent")
+    o, a, k, h, iters, n = args.obs_dim, args.act_dim, args.samples, args.horizon, args.iterations, args.prior_samples
+    gamma = 0.99
+    mcfg = from_dict(LatentModelConfig, {"latent_dim": args.latent_dim, "hidden": args.hidden,
+                                         "enc_hidden": args.hidden, "num_q": args.num_q})
+    low, high = -np.ones(a), np.ones(a)
+    pcfg = _planner_config(args, elites=args.elites, prior_samples=n, alpha=0.0, init_std=2.0, min_std=0.05,
+                           temperature=0.5)
+    model = LatentWorldModel(o, a, mcfg, low.tolist(), high.tolist(), seed=args.seed).eval()
+    path = export_latent(model, tmp / "model.onnx", gamma=gamma)
+    rng = np.random.default_rng(args.seed)
+    parity = check_latent_parity(model, path, rng.standard_normal((64, o)).astype(np.float32), gamma=gamma)
+    obs = (0.1 * rng.standard_normal(o)).astype(np.float32)
+    rm = load_model(path, threads=args.threads, rng=args.seed)
+    impls = [("rtmpc", "default", make_planner(pcfg, rm, args.seed).plan, None)]
+    if not args.no_baselines:
+        torch_planner = LatentTorchPlanner(model, gamma=gamma, prior_samples=n, kind=args.planner, samples=k,
+                                           horizon=h, iterations=iters, elites=args.elites,
+                                           temperature=pcfg.temperature, alpha=pcfg.alpha, init_std=pcfg.init_std,
+                                           min_std=pcfg.min_std, low=low, high=high, seed=args.seed)
+        impls.append(("torch", "plain", torch_planner.plan, None))
+    gemms = latent_plan_gemms(latent_layers(model), k, h, iters, n)
+    workload = {"model": "latent", "planner": args.planner, "samples": k, "horizon": h, "iterations": iters,
+                "elites": args.elites, "prior_samples": n, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
+                "latent_dim": args.latent_dim, "num_q": args.num_q, "params": model.num_params()}
+    title = (f"latent {args.planner} K={k} (of which {n} policy prior) H={h} iterations={iters}; Z={args.latent_dim}, "
+             f"hidden {args.hidden}, {args.num_q} Q heads, O={o} A={a}; {model.num_params()} parameters")
+    return {"impls": impls, "obs": obs, "parity": parity, "int8_error": None, "workload": workload, "title": title,
+            "evals": k * h * iters, "flops": sum(2 * r * i * j * c for r, i, j, c in gemms), "gemms": gemms}
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from configs import ConfigError
+    from planners.bench import best_seconds, flop_bound_seconds, format_table, summarize_ms, time_calls
+
+    from .bench_baselines import torch_gemm
+
+    all_modes = ("default", "lanes", "intra", "intra-spin")
+    _resolve_defaults(args)
+    modes = list(all_modes) if args.modes == "all" else [m.strip() for m in args.modes.split(",")]
+    bad = [m for m in modes if m not in all_modes]
+    if bad:
+        raise ConfigError(f"--modes {args.modes!r}: unknown mode(s) {bad}; use {', '.join(all_modes)} or all")
+    if args.threads < 1 or args.repeats < 1 or args.samples < 2 or args.horizon < 1 or args.iterations < 1:
+        raise ConfigError(f"--threads {args.threads}, --repeats {args.repeats}, --samples {args.samples}, "
+                          f"--horizon {args.horizon}, --iterations {args.iterations}: need threads, repeats, "
+                          f"horizon, iterations >= 1 and samples >= 2")
+    if args.threads == 1:  # one thread: the modes are the same thing
+        modes = modes[:1]
+    malloc_tuned = False if args.no_malloc_tuning else _tune_malloc()
+    torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory(prefix="rtmpc-bench-")
+    setup = (_latent_setup if args.model == "latent" else _pets_setup)(args, modes, Path(tmp.name))
+    impls, obs, evals, flops = setup["impls"], setup["obs"], setup["evals"], setup["flops"]
+    # The FLOP bound's GEMMs: every layer's [rows, in] @ [in, out], through torch and MLAS.
+    gemms = [(r, n_in, n_out, count, torch_gemm(r, n_in, n_out), ort_gemm(r, n_in, n_out, args.threads))
+             for r, n_in, n_out, count in setup["gemms"]]
+
+    def bound_now() -> tuple[float, list[dict]]:
+        per_layer, timed = [], []
+        for r, n_in, n_out, count, t_fn, o_fn in gemms:
+            t_t, t_o = best_seconds(t_fn), best_seconds(o_fn)
+            timed.append((min(t_t, t_o), count))
+            per_layer.append({"shape": [r, n_in, n_out], "count": count, "torch_ms": t_t * 1e3,
+                              "onnxruntime_ms": t_o * 1e3, "gflops": 2 * r * n_in * n_out / min(t_t, t_o) / 1e9})
+        return flop_bound_seconds(timed), per_layer
 
     # Round robin: each repeat measures the bound, then one plan of every implementation,
     # so that ratios compare times taken within a second of each other (the speed of a
@@ -289,27 +401,23 @@ def run(args) -> int:
         **{f"speedup_vs_{name}": r["rtmpc_speedup"] for name, r in baselines.items()},
         "flop_bound_ms": bound_s * 1e3, "flop_bound_ms_range": [float(bounds.min() * 1e3), float(bounds.max() * 1e3)],
         "bound_gflops": flops / bound_s / 1e9, "plan_gflop": flops / 1e9, "evals_per_plan": evals,
-        "workload": {"planner": args.planner, "samples": k, "horizon": h, "iterations": iters, "elites": elites,
-                     "members": e, "particles": p, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
-                     "layers": args.layers, "activation": args.activation, "propagation": "TSinf",
-                     "layout": args.layout, "rows_per_member": rows},
+        "workload": setup["workload"],
         "threads": args.threads, "gemm": last_gemm,
         **({"int8": {**{k_: r[k_] for k_ in ("ms_median", "ms_p90", "bound_fraction", "overhead")
                         for r in results if r["impl"] == "rtmpc-int8"},
                      "speedup_vs_fp32": 1.0 / next(r["rtmpc_speedup"] for r in results if r["impl"] == "rtmpc-int8"),
-                     "prediction": int8_error}} if args.int8 else {}),
-        "parity_max_abs": parity, "malloc_tuned": malloc_tuned,
+                     "prediction": setup["int8_error"]}} if args.int8 else {}),
+        "parity_max_abs": setup["parity"], "malloc_tuned": malloc_tuned,
         "results": results, "machine": _machine(), "command": _command(args),
     }
     if not args.json:
         w = out["workload"]
-        print(f"planner benchmark: {args.planner} K={k} H={h} iterations={iters}; E={e} x {args.layers}x"
-              f"{args.hidden} {args.activation}, O={o} A={a}, P={p} (TSinf), {rows} rows per member per step; "
-              f"{args.threads} thread(s), {out['machine']['cores']} cores, load {out['machine']['load_avg_1min']:.2f}")
+        print(f"planner benchmark: {setup['title']}; {args.threads} thread(s), {out['machine']['cores']} cores, "
+              f"load {out['machine']['load_avg_1min']:.2f}")
         print(f"FLOP bound {bound_s * 1e3:.1f} ms per plan ({flops / 1e9:.2f} GFLOP at "
               f"{flops / bound_s / 1e9:.0f} GFLOP/s; per-layer GEMM "
               + ", ".join(f"{g['shape'][1]}x{g['shape'][2]} {g['gflops']:.0f}" for g in last_gemm)
-              + f" GFLOP/s); {evals} model evaluations per plan; layout {w['layout']}")
+              + f" GFLOP/s); {evals} model evaluations per plan" + (f"; layout {w['layout']}" if "layout" in w else ""))
         print(format_table(COLUMNS, results))
     print(json.dumps(out))
     tmp.cleanup()

@@ -7,6 +7,7 @@ from planners.bench import (
     best_seconds,
     flop_bound_seconds,
     format_table,
+    latent_plan_gemms,
     mlp_flops,
     mlp_shapes,
     plan_evaluations,
@@ -36,10 +37,25 @@ def test_flops_count_two_per_multiply_add():
 
 
 def test_bound_sums_the_layer_gemms_per_member_step_and_iteration():
-    # 3 layers at 1, 2, 3 ms per member-step: 6 ms * E 5 * H 10 * I 2 = 0.6 s.
-    assert flop_bound_seconds([1e-3, 2e-3, 3e-3], members=5, horizon=10, iterations=2) == pytest.approx(0.6)
+    # 3 layers at 1, 2, 3 ms per member-step, each run E 5 * H 10 * I 2 = 100 times: 0.6 s.
+    assert flop_bound_seconds([(1e-3, 100), (2e-3, 100), (3e-3, 100)]) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="positive"):
-        flop_bound_seconds([1e-3, 0.0], 5, 10, 1)
+        flop_bound_seconds([(1e-3, 1), (0.0, 1)])
+
+
+def test_latent_plan_counts_every_product_of_a_td_mpc_plan():
+    layers = {"dynamics": [(65, 64), (64, 64)], "reward": [(65, 64), (64, 101)], "pi": [(64, 64), (64, 2)],
+              "q": [(65, 64), (64, 101)]}
+    gemms = latent_plan_gemms(layers, samples=512, horizon=3, iterations=6, prior_samples=24)
+    rows = {}
+    for r, i, o, c in gemms:
+        if r == 512:
+            rows[(r, i, o)] = rows.get((r, i, o), 0) + c
+    assert rows[(512, 65, 64)] == 6 * 3 + 6 * 3 + 6 * 2  # dynamics + reward per step; 2 Q heads at the end
+    assert rows[(512, 64, 2)] == 6  # the policy's head at the terminal latent, once per iteration
+    prior = [(i, o, c) for r, i, o, c in gemms if r == 24]  # policy and dynamics along H, once per plan
+    assert sorted(prior) == sorted([(64, 64, 3), (64, 2, 3), (65, 64, 3), (64, 64, 3)])
+    assert not [g for g in latent_plan_gemms(layers, 512, 3, 6, 0) if g[0] != 512]
 
 
 def test_time_calls_uses_the_injected_clock():

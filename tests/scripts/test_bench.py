@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from scripts.cli import main
 
 RTMPC = [sys.executable, "-m", "scripts.cli"]
@@ -52,3 +54,16 @@ def test_bench_planner_bad_option_is_one_line(capsys):
     assert main(["bench", "planner", *TINY, "--modes", "warp"]) == 2
     err = capsys.readouterr().err
     assert "unknown mode" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_planner_latent_json_has_the_same_keys():
+    res = bench("--model", "latent", "--latent-dim", "8", "--hidden", "16", "--num-q", "2", "--samples", "32",
+                "--prior-samples", "4", "--elites", "4", "--iterations", "2", "--repeats", "2", "--warmup", "1",
+                "--threads", "1", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("ms_per_plan_median", "ms_per_plan_p90", "model_evals_per_s", "flop_bound_fraction",
+                "speedup_vs_torch"):
+        assert np.isfinite(out[key]) and out[key] > 0, key
+    assert out["workload"]["model"] == "latent" and out["workload"]["horizon"] == 3  # TD-MPC2's default H
+    assert out["evals_per_plan"] == 32 * 3 * 2 and "--model latent" in out["command"]
