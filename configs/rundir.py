@@ -13,16 +13,19 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import yaml
 
-__all__ = ["atomic_path", "write_text", "write_yaml", "append_csv_row", "RunDir"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "write_text", "write_yaml", "append_csv_row", "RunDir"]
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path``; when the block ends without an error the
+    file is fsync'ed and renamed over ``path`` (and the directory entry made durable);
+    on an error the temporary file is removed and ``path`` is left as it was. The one
+    way rtmpc writes a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
@@ -36,6 +39,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; not every platform can open or fsync a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it to
+    ``path`` (:func:`atomic_path`). Returns ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -38,17 +38,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from configs.rundir import atomic_write
 from controller.base import Observation
 from controller.safety import KINDS
 
-__all__ = ["Telemetry", "SOURCES", "PLAN", "FALLBACK", "SAFE", "NONE", "summarize",
-           "atomic_write"]
+__all__ = ["Telemetry", "SOURCES", "PLAN", "FALLBACK", "SAFE", "NONE", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,17 +209,3 @@ def _json_safe(v: Any) -> Any:
     if isinstance(v, np.generic):
         return _json_safe(v.item())
     return v
-
-
-def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write a file through ``write(binary file)`` to a temporary sibling, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from configs.rundir import atomic_write
 from models.base import ModelError
-from models.fileio import atomic_write
 
 __all__ = ["ReplayBuffer"]
 

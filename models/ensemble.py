@@ -37,9 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from configs import from_dict, to_dict
+from configs.rundir import atomic_write
 from models.base import ModelError
 from models.config import EnsembleConfig, TrainConfig, check_propagation
-from models.fileio import atomic_write
 
 __all__ = ["EnsembleLinear", "ProbabilisticEnsemble", "FitResult", "fit_ensemble", "Transitions",
            "save_ensemble", "load_ensemble"]

@@ -42,10 +42,11 @@ import onnx
 import torch
 from torch import nn
 
+from configs.rundir import atomic_write_bytes
 from models.base import ModelError
 from models.config import check_propagation
 from models.ensemble import ProbabilisticEnsemble
-from models.fileio import atomic_write_bytes, rtmpc_version
+from models.fileio import rtmpc_version
 
 __all__ = ["export_onnx", "check_parity", "PARITY_ATOL", "PARITY_RTOL", "MODEL_FORMAT", "LAYOUTS"]
 

@@ -55,8 +55,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from configs import from_dict, to_dict
+from configs.rundir import atomic_write
 from models.base import ModelError
-from models.fileio import atomic_write
 from models.latent_config import LatentModelConfig, LatentTrainConfig
 
 __all__ = ["LatentWorldModel", "LatentGraph", "LatentLearner", "Mish", "MishExp", "SimNorm", "NormedLinear",

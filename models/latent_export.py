@@ -39,8 +39,9 @@ import onnx
 import torch
 from torch import nn
 
+from configs.rundir import atomic_write_bytes
 from models.base import ModelError
-from models.fileio import atomic_write_bytes, rtmpc_version
+from models.fileio import rtmpc_version
 from models.latent import LatentWorldModel, Mish, MishExp, make_graph
 
 __all__ = ["export_latent", "check_latent_parity", "PARITY_ATOL", "PARITY_RTOL", "MODEL_FORMAT",

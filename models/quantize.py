@@ -50,8 +50,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from configs.rundir import atomic_write_bytes
 from models.base import ModelError
-from models.fileio import atomic_write_bytes
 
 __all__ = ["quantize_int8", "gemm_to_matmul", "compare_predictions", "int8_path", "PRECISIONS"]
 

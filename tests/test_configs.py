@@ -69,3 +69,19 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load(Outer, p)
     with pytest.raises(ConfigError, match="not found"):
         load(Outer, tmp_path / "nope.yaml")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from configs.rundir import atomic_write, atomic_write_bytes
+
+    target = atomic_write_bytes(tmp_path / "model.onnx", b"old")
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, fail)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    atomic_write(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
