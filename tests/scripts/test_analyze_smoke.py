@@ -1,30 +1,11 @@
 """Smoke run of ``rtmpc analyze`` on a tiny model trained on the spot (point-target)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from tiny_run import rtmpc
 
 from models.analysis import read_suggested_horizon
-
-RTMPC = [sys.executable, "-m", "scripts.cli"]
-TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "model.members=2",
-        "--set", "model.hidden=16", "--set", "model.layers=2", "--set", "train.epochs=2",
-        "--set", "planner.samples=16", "--set", "planner.elites=4", "--set", "planner.horizon=3",
-        "--set", "planner.iterations=1", "--set", "pets.episodes=2", "--set", "pets.threads=1"]
-
-
-def rtmpc(*args, timeout=300):
-    return subprocess.run([*RTMPC, *args], capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    res = rtmpc("train", "pets_cartpole", "--out", str(out), *TINY)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return out
 
 
 def test_analyze_writes_report_plots_and_json_line(run_dir):

@@ -4,35 +4,17 @@ spot, point-target, two processes on 127.0.0.1) and of ``rtmpc bench bridge``.""
 import json
 import socket
 import subprocess
-import sys
 
 import pytest
+from tiny_run import RTMPC, rtmpc
 
 pytest.importorskip("zenoh")
-
-RTMPC = [sys.executable, "-m", "scripts.cli"]
-TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "model.members=2",
-        "--set", "model.hidden=16", "--set", "model.layers=2", "--set", "train.epochs=2",
-        "--set", "planner.samples=16", "--set", "planner.elites=4", "--set", "planner.horizon=3",
-        "--set", "planner.iterations=1", "--set", "pets.episodes=2", "--set", "pets.threads=1"]
-
-
-def rtmpc(*args, timeout=300):
-    return subprocess.run([*RTMPC, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def free_endpoint() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return f"tcp/127.0.0.1:{s.getsockname()[1]}"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    res = rtmpc("train", "pets_cartpole", "--out", str(out), *TINY)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return out
 
 
 def test_control_drives_a_robot_in_another_process(run_dir):

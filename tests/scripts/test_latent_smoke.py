@@ -2,13 +2,11 @@
 runs them, with tiny budgets: the same flags as for PETS."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from tiny_run import rtmpc
 
-RTMPC = [sys.executable, "-m", "scripts.cli"]
-TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "task.action_repeat=1",
+TINY_LATENT = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "task.action_repeat=1",
         "--set", "latent.model.latent_dim=16", "--set", "latent.model.hidden=16", "--set", "latent.model.enc_hidden=16",
         "--set", "latent.model.num_q=2", "--set", "latent.model.num_bins=11", "--set", "latent.train.batch_size=16",
         "--set", "latent.loop.seed_steps=15", "--set", "latent.loop.eval_every=30",
@@ -18,14 +16,10 @@ TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--
         "--set", "planner.iterations=2", "--steps", "30"]
 
 
-def rtmpc(*args, timeout=300):
-    return subprocess.run([*RTMPC, *args], capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    res = rtmpc("train", "tdmpc_cartpole", "--out", str(out), *TINY)
+    res = rtmpc("train", "tdmpc_cartpole", "--out", str(out), *TINY_LATENT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "trained" in res.stdout and "30 env steps" in res.stdout
     return out
@@ -49,10 +43,10 @@ def test_control_runs_the_latent_model(run_dir):
 
 
 def test_resume_needs_the_same_config(run_dir):
-    res = rtmpc("train", "tdmpc_cartpole", "--out", str(run_dir), "--resume", *TINY[:-1], "60")
+    res = rtmpc("train", "tdmpc_cartpole", "--out", str(run_dir), "--resume", *TINY_LATENT[:-1], "60")
     assert res.returncode == 2 and "differs from the config given" in res.stderr  # --steps is part of the config
     before = (run_dir / "metrics.csv").read_text()
-    res = rtmpc("train", "tdmpc_cartpole", "--out", str(run_dir), "--resume", *TINY)
+    res = rtmpc("train", "tdmpc_cartpole", "--out", str(run_dir), "--resume", *TINY_LATENT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resuming" in res.stderr and (run_dir / "metrics.csv").read_text() == before  # already complete
 

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
+from tiny_run import rtmpc
 
 optuna = pytest.importorskip("optuna")
 
-RTMPC = [sys.executable, "-m", "scripts.cli"]
-TINY = ["--set", "task.name=point-target", "--set", "task.episode_steps=15", "--set", "model.members=2",
-        "--set", "model.hidden=16", "--set", "model.layers=2", "--set", "train.epochs=2",
-        "--set", "planner.samples=16", "--set", "planner.elites=4", "--set", "planner.horizon=3",
-        "--set", "planner.iterations=1", "--set", "pets.episodes=2", "--set", "pets.threads=1"]
 SMALL_SPACE = ["--space", "horizon_max=5", "--space", "samples_max=48", "--space", "iterations_max=2"]
 
 
-def rtmpc(*args, timeout=300):
-    return subprocess.run([*RTMPC, *args], capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    res = rtmpc("train", "pets_cartpole", "--out", str(out), *TINY)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return out / "model.onnx"
+def model(run_dir):
+    return run_dir / "model.onnx"
 
 
 def _states(out, name):
