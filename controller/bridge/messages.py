@@ -30,7 +30,9 @@ Observation (kind 1), 48 + 8 O bytes::
 Command (kind 2), 40 + 8 A bytes::
 
     16     8    uint64   seq      +1 per command sent by this session
-    24     8    uint64   obs_seq  seq of the observation the command answers
+    24     8    uint64   obs_seq  seq of the observation the command answers: the newest
+                                  one read when it was sent, i.e. the period it is for
+                                  (commit "next": planned a cycle earlier, for this period)
     32     8    float64  deadline robot-clock time after which the command must not be
                                   applied (it arrived too late: dropped); +inf = none
     40     8 A  float64  action   the action (A,)
