@@ -7,15 +7,28 @@ never on torch.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelDims", "RolloutModel", "ModelError"]
+__all__ = ["ModelDims", "RolloutModel", "ModelError", "meta_value"]
 
 
 class ModelError(ValueError):
     """A model file or its inputs are wrong; the message says what and how to fix it."""
+
+
+def meta_value(meta: dict[str, str], key: str, parse: Callable[[str], Any], source: str) -> Any:
+    """``parse(meta[key])`` from a model file's metadata; a missing or unparsable value is a
+    one-line ModelError naming the file (``source``) and the key."""
+    if key not in meta:
+        raise ModelError(f"model file {source} lacks metadata key {key!r}: export it again")
+    try:
+        return parse(meta[key])
+    except (ValueError, TypeError) as err:
+        raise ModelError(f"model file {source} has a bad {key!r} in its metadata ({err})") from None
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from models.base import ModelDims, ModelError, RolloutModel
+from models.base import ModelDims, ModelError, RolloutModel, meta_value
 
 __all__ = ["LatentRolloutModel"]
 
@@ -49,14 +47,6 @@ MIN_SLICE = 64  # fewest candidates per concurrent run: below, one run does them
 _INPUTS = ("obs", "actions", "pi_eps", "q_idx", "prior_eps")
 _OUTPUTS = ("returns", "prior_actions", "z0")
 
-
-def _meta(meta: dict[str, str], key: str, parse: Callable[[str], Any], source: str) -> Any:
-    if key not in meta:
-        raise ModelError(f"model file {source} lacks metadata key {key!r}: export it again")
-    try:
-        return parse(meta[key])
-    except (ValueError, TypeError) as err:
-        raise ModelError(f"model file {source} has a bad {key!r} in its metadata ({err})") from None
 
 
 class _Call:
@@ -93,16 +83,16 @@ class LatentRolloutModel(RolloutModel):
 
     def __init__(self, session: ort.InferenceSession, meta: dict[str, str], source: str, *,
                  rng: np.random.Generator | int | None = None, stochastic: bool = True) -> None:
-        fmt = _meta(meta, "format", int, source)
+        fmt = meta_value(meta, "format", int, source)
         if fmt != _FORMAT:
             raise ModelError(f"model file {source} has format {fmt}; this runtime reads latent format {_FORMAT}")
-        o = _meta(meta, "obs_dim", int, source)
-        a = _meta(meta, "act_dim", int, source)
-        z = _meta(meta, "latent_dim", int, source)
-        q = _meta(meta, "num_q", int, source)
-        low = np.asarray(_meta(meta, "action_low", json.loads, source), np.float32).reshape(-1)
-        high = np.asarray(_meta(meta, "action_high", json.loads, source), np.float32).reshape(-1)
-        gamma = _meta(meta, "gamma", float, source)
+        o = meta_value(meta, "obs_dim", int, source)
+        a = meta_value(meta, "act_dim", int, source)
+        z = meta_value(meta, "latent_dim", int, source)
+        q = meta_value(meta, "num_q", int, source)
+        low = np.asarray(meta_value(meta, "action_low", json.loads, source), np.float32).reshape(-1)
+        high = np.asarray(meta_value(meta, "action_high", json.loads, source), np.float32).reshape(-1)
+        gamma = meta_value(meta, "gamma", float, source)
         if min(o, a, z) < 1 or q < 2 or low.shape != (a,) or high.shape != (a,) or not np.all(low < high) \
                 or not 0.0 < gamma <= 1.0:
             raise ModelError(f"model file {source} has inconsistent metadata: obs_dim {o}, act_dim {a}, latent_dim "

@@ -81,7 +81,7 @@ import numpy as np
 import onnxruntime as ort
 from numba import njit
 
-from models.base import ModelDims, ModelError, RolloutModel
+from models.base import ModelDims, ModelError, RolloutModel, meta_value
 from models.config import check_propagation
 
 __all__ = ["load_model", "PETSRolloutModel", "session_options", "read_metadata", "RewardFn"]
@@ -163,14 +163,6 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
         sess = _open(path, threads, allow_spinning, _PETS_DISABLED_OPTIMIZERS)
     return _KINDS[kind](sess, meta, str(path), **options)
 
-
-def _meta(meta: dict[str, str], key: str, parse: Callable[[str], Any], source: str) -> Any:
-    if key not in meta:
-        raise ModelError(f"model file {source} lacks metadata key {key!r}: export it again")
-    try:
-        return parse(meta[key])
-    except (ValueError, TypeError) as err:
-        raise ModelError(f"model file {source} has a bad {key!r} in its metadata ({err})") from None
 
 
 # -- step kernels (Numba, nogil: lanes run them in parallel) ------------------------------
@@ -414,21 +406,21 @@ class PETSRolloutModel(RolloutModel):
                  propagation: str | None = None, particles: int | None = None,
                  rng: np.random.Generator | int | None = None, reward_fn: RewardFn | None = None,
                  gamma: float | None = None, parallel: str = "lanes", min_lane: int = 32) -> None:
-        fmt = _meta(meta, "format", int, source)
+        fmt = meta_value(meta, "format", int, source)
         if fmt != _FORMAT:
             raise ModelError(f"model file {source} has format {fmt}; this runtime reads format {_FORMAT}")
-        o = _meta(meta, "obs_dim", int, source)
-        a = _meta(meta, "act_dim", int, source)
-        e = _meta(meta, "members", int, source)
-        low = np.asarray(_meta(meta, "action_low", json.loads, source), np.float32).reshape(-1)
-        high = np.asarray(_meta(meta, "action_high", json.loads, source), np.float32).reshape(-1)
-        learned_reward = bool(_meta(meta, "learned_reward", json.loads, source))
-        gamma = _meta(meta, "gamma", float, source) if gamma is None else float(gamma)
+        o = meta_value(meta, "obs_dim", int, source)
+        a = meta_value(meta, "act_dim", int, source)
+        e = meta_value(meta, "members", int, source)
+        low = np.asarray(meta_value(meta, "action_low", json.loads, source), np.float32).reshape(-1)
+        high = np.asarray(meta_value(meta, "action_high", json.loads, source), np.float32).reshape(-1)
+        learned_reward = bool(meta_value(meta, "learned_reward", json.loads, source))
+        gamma = meta_value(meta, "gamma", float, source) if gamma is None else float(gamma)
         if min(o, a, e) < 1 or low.shape != (a,) or high.shape != (a,) or not 0.0 < gamma <= 1.0:
             raise ModelError(f"model file {source} has inconsistent metadata: obs_dim {o}, act_dim {a}, "
                              f"members {e}, action bounds {low.tolist()} / {high.tolist()}, gamma {gamma}")
         self.propagation = check_propagation(propagation or meta.get("propagation", "TSinf"))
-        p = _meta(meta, "particles", int, source) if particles is None else int(particles)
+        p = meta_value(meta, "particles", int, source) if particles is None else int(particles)
         if self.propagation == "expectation":
             p = 1
         elif p < 1 or p % e:
