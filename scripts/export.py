@@ -42,6 +42,8 @@ def run(args) -> int:
     if not run_dir.config.exists():
         raise ConfigError(f"{args.run_dir} is not a run directory (no config.yaml): pass the --out of rtmpc train")
     cfg = load_run_config(run_dir.config)
+    if args.precision == "int8" and cfg.kind != "pets":
+        raise ConfigError(f"--precision int8 is for PETS runs; {args.run_dir} holds a {cfg.kind} model")
     import sim
 
     env = sim.make(cfg.task, seed=cfg.seed)
@@ -75,8 +77,6 @@ def run(args) -> int:
               "tolerance_rel": PARITY_RTOL, "checked_real": int(len(pick)), "obs_dim": loaded.dims.obs_dim,
               "act_dim": loaded.dims.act_dim}
     if args.precision == "int8":
-        if cfg.kind != "pets":
-            raise ConfigError(f"--precision int8 is for PETS runs; {args.run_dir} holds a {cfg.kind} model")
         from models.quantize import compare_predictions, quantize_int8
 
         q = quantize_int8(out)

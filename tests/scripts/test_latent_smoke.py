@@ -32,6 +32,12 @@ def test_export_prints_parity(run_dir):
     assert out["kind"] == "latent" and out["parity_max_abs"] <= 1e-4 and out["obs_dim"] == 6
 
 
+def test_int8_export_of_a_latent_run_is_a_one_line_error(run_dir):
+    res = rtmpc("export", str(run_dir), "--precision", "int8")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--precision int8 is for PETS runs" in res.stderr.strip().splitlines()[-1]
+
+
 def test_control_runs_the_latent_model(run_dir):
     res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
                 "--json", "--cycles", "10")
