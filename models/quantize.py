@@ -68,7 +68,8 @@ class _QuietQuantizer(logging.Filter):
 def int8_path(path: str | os.PathLike) -> Path:
     """Where the int8 copy of ``path`` goes: ``model.onnx`` -> ``model.int8.onnx``."""
     p = Path(path)
-    return p.with_name(p.name[: -len(".onnx")] + ".int8.onnx" if p.name.endswith(".onnx") else p.name + ".int8")
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(stem + ".int8.onnx")
 
 
 def _constants_to_initializers(graph: onnx.GraphProto) -> None:
