@@ -201,6 +201,22 @@ def test_prior_samples_enter_the_population():
     assert errors[20] < 0.5 * errors[0], errors
 
 
+def test_prior_is_drawn_once_per_plan_and_kept_in_every_iteration():
+    """As TD-MPC2: one prior_actions call per plan; every iteration scores those sequences."""
+    model = WithPrior()
+    seen = []
+    rollout = model.rollout
+    model.rollout = lambda obs0, actions: seen.append(actions[:5].copy()) or rollout(obs0, actions)
+    planner = make_planner(_config("mppi", samples=100, elites=10, iterations=4, prior_samples=5), model, rng=0)
+    planner.plan(X0)
+    assert model.prior_calls == [(5, 10)] and len(seen) == 4
+    prior = lqr_actions(model, X0, 10)
+    for actions in seen:
+        np.testing.assert_allclose(actions, np.repeat(prior[None], 5, axis=0), atol=1e-6)
+    planner.plan(X0)
+    assert len(model.prior_calls) == 2
+
+
 # ------------------------------------------------------------------ validation
 def test_config_errors():
     with pytest.raises(ConfigError, match="elites = 20 is more than samples = 10"):
