@@ -128,7 +128,7 @@ class _Collector:
                                       "action_repeat": str(spec.action_repeat)})
         pick = rng.choice(len(buffer), size=min(self.parity_samples, len(buffer)), replace=False)
         self.parity = check_latent_parity(model, self.run.model, buffer.obs[np.sort(pick)],
-                                          gamma=self.learner.discount, n_random=2, samples=32,
+                                          gamma=self.learner.discount, n_random=2, samples=32, strict=False,
                                           rng=np.random.default_rng(rng.integers(2**32)))
         rollout_model = load_model(self.run.model, threads=self.threads,
                                    rng=np.random.default_rng(rng.integers(2**32)))
