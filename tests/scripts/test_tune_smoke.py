@@ -31,12 +31,15 @@ def test_tune_resumes_the_study_and_writes_a_loadable_best_yaml(model, tmp_path)
     name = json.loads(first.stdout.strip().splitlines()[-1])["study"]
     assert _states(out, name) == ["COMPLETE"]
     # The same command with more trials continues the study: trial 0 is kept, one more is run.
-    second = rtmpc(*args, "--trials", "2")
+    second = rtmpc(*args, "--trials", "2", "--check-cycles", "10")
     assert second.returncode == 0, second.stderr[-2000:]
     assert "1 of 2 trials finished" in second.stderr and "trial 1 (2/2)" in second.stderr
     assert _states(out, name) == ["COMPLETE", "COMPLETE"]
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["trials"]["complete"] == 2 and summary["best"] is not None
+    # best.yaml was then run on the wall-clock robot (--check-cycles)
+    assert summary["check"]["cycles"] == 10 and summary["check"]["misses"] >= 0
+    assert "wall-clock check of best.yaml" in second.stdout
     for f in ("pareto.png", "front.csv", "trials.csv", "tune.json", "best.yaml"):
         assert (out / f).stat().st_size > 0, f
     best = yaml.safe_load((out / "best.yaml").read_text())
