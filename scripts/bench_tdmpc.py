@@ -164,7 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     for noisy in ("absl", "OpenGL", "matplotlib", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return speed(args) if args.what == "speed" else train(args)
+    from scripts.cli import _user_errors
+
+    try:
+        return speed(args) if args.what == "speed" else train(args)
+    except _user_errors() as err:  # one line, as the rtmpc commands print it
+        print(f"bench_tdmpc {args.what}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench_tdmpc {args.what}: interrupted (continue with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
