@@ -42,11 +42,10 @@ import onnx
 import torch
 from torch import nn
 
-from configs.rundir import atomic_write_bytes
 from models.base import ModelError
 from models.config import check_propagation
 from models.ensemble import ProbabilisticEnsemble
-from models.fileio import rtmpc_version
+from models.fileio import rtmpc_version, save_onnx
 
 __all__ = ["export_onnx", "check_parity", "PARITY_ATOL", "PARITY_RTOL", "MODEL_FORMAT", "LAYOUTS"]
 
@@ -223,15 +222,7 @@ def export_onnx(model: ProbabilisticEnsemble, path: str | os.PathLike, *, action
         "layout": layout,
     }
     meta.update(extra_metadata or {})
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "rtmpc"
-    proto.producer_version = meta["rtmpc_version"]
-    proto.doc_string = f"rtmpc PETS ensemble: {e} members, obs {o}, act {a}"
-    onnx.checker.check_model(proto)
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return save_onnx(proto, path, meta, f"rtmpc PETS ensemble: {e} members, obs {o}, act {a}")
 
 
 def check_parity(model: ProbabilisticEnsemble, path: str | os.PathLike,

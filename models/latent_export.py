@@ -44,9 +44,8 @@ import onnx
 import torch
 from torch import nn
 
-from configs.rundir import atomic_write_bytes
 from models.base import ModelError
-from models.fileio import rtmpc_version
+from models.fileio import rtmpc_version, save_onnx
 from models.latent import LatentWorldModel, Mish, MishExp, make_graph
 
 log = logging.getLogger(__name__)
@@ -132,16 +131,8 @@ def export_latent(model: LatentWorldModel, path: str | os.PathLike, *, gamma: fl
         "exporter": "torchscript-scripted",
     }
     meta.update(extra_metadata or {})
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "rtmpc"
-    proto.producer_version = meta["rtmpc_version"]
-    proto.doc_string = (f"rtmpc TD-MPC latent model: obs {model.obs_dim}, act {model.act_dim}, latent "
-                        f"{cfg.latent_dim}, {cfg.num_q} Q heads")
-    onnx.checker.check_model(proto)
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return save_onnx(proto, path, meta, f"rtmpc TD-MPC latent model: obs {model.obs_dim}, act {model.act_dim}, "
+                     f"latent {cfg.latent_dim}, {cfg.num_q} Q heads")
 
 
 def check_latent_parity(model: LatentWorldModel, path: str | os.PathLike, obs: np.ndarray | None = None, *,

@@ -50,8 +50,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from configs.rundir import atomic_write_bytes
 from models.base import ModelError
+from models.fileio import save_onnx
 
 __all__ = ["quantize_int8", "gemm_to_matmul", "compare_predictions", "int8_path", "PRECISIONS"]
 
@@ -180,14 +180,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike | None = None, 
         out = onnx.load(quant)
     meta.update({"precision": "int8", "quantization": "dynamic, weights int8 "
                  + ("per output channel" if per_channel else "per tensor") + ", activations uint8 per call"})
-    del out.metadata_props[:]
-    for key, value in meta.items():
-        entry = out.metadata_props.add()
-        entry.key, entry.value = key, value
-    out.producer_name, out.producer_version = proto.producer_name, proto.producer_version
-    out.doc_string = proto.doc_string + " (int8 weights)"
-    onnx.checker.check_model(out)
-    return atomic_write_bytes(dst, out.SerializeToString())
+    return save_onnx(out, dst, meta, proto.doc_string + " (int8 weights)")
 
 
 def _predict(path: Path, obs: np.ndarray, act: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
