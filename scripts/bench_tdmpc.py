@@ -164,16 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     for noisy in ("absl", "OpenGL", "matplotlib", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from scripts.cli import _user_errors
+    from scripts.cli import run_reporting
 
-    try:
-        return speed(args) if args.what == "speed" else train(args)
-    except _user_errors() as err:  # one line, as the rtmpc commands print it
-        print(f"bench_tdmpc {args.what}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"bench_tdmpc {args.what}: interrupted (continue with --resume)", file=sys.stderr)
-        return 130
+    return run_reporting(f"bench_tdmpc {args.what}", lambda: speed(args) if args.what == "speed" else train(args))
 
 
 if __name__ == "__main__":

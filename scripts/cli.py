@@ -58,13 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    return run_reporting(f"rtmpc {args.command}", lambda: args._run(args))
+
+
+def run_reporting(name: str, fn) -> int:
+    """``fn()``'s exit status; a user error is one line on stderr (status 2), Ctrl-C status 130."""
     try:
-        return int(args._run(args) or 0)
+        return int(fn() or 0)
     except _user_errors() as err:
-        print(f"rtmpc {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"rtmpc {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
 
 
