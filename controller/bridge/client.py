@@ -13,7 +13,16 @@ import numpy as np
 from controller.base import Observation
 
 from .config import BridgeConfig
-from .messages import OBS_DONE, OBS_WATCHDOG, REASONS, CmdEncoder, MessageError, decode_obs, new_session_id
+from .messages import (
+    OBS_DONE,
+    OBS_WATCHDOG,
+    REASONS,
+    CmdEncoder,
+    MessageError,
+    count_rejected,
+    decode_obs,
+    new_session_id,
+)
 from .transport import BridgeError, FaultyPublisher, declare_publisher, is_delete, open_session
 
 __all__ = ["BridgeRobot"]
@@ -177,11 +186,7 @@ class BridgeRobot:
         try:
             m = decode_obs(buf, self.obs_dim)
         except MessageError as err:
-            with self._lock:
-                counts["received"] += 1
-                counts[err.reason] += 1
-                first = counts[err.reason] == 1
-            if first:
+            if count_rejected(counts, self._lock, err):
                 logger.warning("bridge: dropped an observation (%s: %s); every such message is counted", err.reason,
                                err)
             return

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VERSION", "MAGIC", "OBS", "CMD", "OBS_DONE", "OBS_WAITING", "OBS_WATCHDOG", "REASONS",
+__all__ = ["count_rejected", "VERSION", "MAGIC", "OBS", "CMD", "OBS_DONE", "OBS_WAITING", "OBS_WATCHDOG", "REASONS",
            "MessageError", "ObsMessage", "CmdMessage", "ObsEncoder", "CmdEncoder", "decode_obs",
            "decode_cmd", "obs_size", "cmd_size", "new_session_id"]
 
@@ -190,6 +190,15 @@ def decode_obs(buf: bytes, obs_dim: int) -> ObsMessage:
         raise MessageError("value", f"observation {seq} has a NaN stamp or return")
     values = np.frombuffer(buf, dtype="<f8", count=obs_dim, offset=OBS_HEAD).astype(np.float64)
     return ObsMessage(session, flags, seq, stamp, ret, episode, step, values)
+
+
+def count_rejected(counts: dict[str, int], lock, err: MessageError) -> bool:
+    """Count a received message that failed validation (``received`` and its ``reason``)
+    under ``lock``; True when it is the first with that reason (log it once)."""
+    with lock:
+        counts["received"] += 1
+        counts[err.reason] += 1
+        return counts[err.reason] == 1
 
 
 def decode_cmd(buf: bytes, act_dim: int) -> CmdMessage:

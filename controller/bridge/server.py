@@ -38,7 +38,17 @@ import numpy as np
 from controller.base import Clock, MonotonicClock, Robot
 
 from .config import ServerConfig
-from .messages import OBS_DONE, OBS_WAITING, OBS_WATCHDOG, REASONS, MessageError, ObsEncoder, decode_cmd, new_session_id
+from .messages import (
+    OBS_DONE,
+    OBS_WAITING,
+    OBS_WATCHDOG,
+    REASONS,
+    MessageError,
+    ObsEncoder,
+    count_rejected,
+    decode_cmd,
+    new_session_id,
+)
 from .transport import FaultyPublisher, declare_publisher, open_session
 
 __all__ = ["RobotServer", "WAITING", "RUNNING", "DONE"]
@@ -257,11 +267,7 @@ class RobotServer:
         try:
             c = decode_cmd(buf, self.act_dim)
         except MessageError as err:
-            with self._lock:
-                counts["received"] += 1
-                counts[err.reason] += 1
-                first = counts[err.reason] == 1
-            if first:
+            if count_rejected(counts, self._lock, err):
                 logger.warning("dropped a command (%s: %s); every such message is counted", err.reason, err)
             return
         with self._lock:
