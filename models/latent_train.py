@@ -9,6 +9,12 @@ TD-MPC2 (Hansen, Su, Wang, ICLR 2024), its online trainer, with the planner of r
    to ``explore_std_min`` over ``explore_decay_steps``, as a fraction of half the action
    range: the planner returns its mean, TD-MPC2 samples an elite and adds its std),
    step the task, store the transition, and make ``utd`` updates (fractions carry over).
+   With ``overlap`` (the default) a step's updates run on a second thread while the
+   planner picks the next action: the updates sample only transitions stored before they
+   started and draw from their own random generator, and the main thread waits for them
+   before it exports, evaluates or saves, so the run is the same as with ``overlap``
+   off, only faster (1.7x per step at the default sizes on 2 cores, planning with one
+   ONNX Runtime thread beside one torch thread).
 3. The planner's model is re-exported every ``export_every`` environment steps (and at
    every evaluation): export, parity check against PyTorch on buffer observations,
    reload in ONNX Runtime, new planner (its warm start is lost once).
@@ -31,6 +37,7 @@ import csv
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -66,14 +73,15 @@ def seed_agent_steps(cfg: LatentConfig, episode_steps: int, action_repeat: int) 
 
 
 def sample_batch(buffer: ReplayBuffer, model: LatentWorldModel, batch_size: int, horizon: int,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, ...] | None:
-    """B sub-trajectories of H steps inside one episode each, uniformly over the valid starts:
-    obs (H+1, B, O), normalised act (H, B, A), reward (H, B), terminated (H, B) float;
-    None while no episode holds H transitions."""
-    n = len(buffer)
+                 rng: np.random.Generator, size: int | None = None) -> tuple[torch.Tensor, ...] | None:
+    """B sub-trajectories of H steps inside one episode each, uniformly over the valid starts
+    among the first ``size`` transitions (default: all): obs (H+1, B, O), normalised act
+    (H, B, A), reward (H, B), terminated (H, B) float; None while no episode holds H
+    transitions."""
+    n = len(buffer) if size is None else min(int(size), len(buffer))
     if n < horizon:
         return None
-    ep = buffer.episode
+    ep = buffer.episode[:n]
     starts = np.flatnonzero(ep[: n - horizon + 1] == ep[horizon - 1:])
     if starts.size == 0:
         return None
@@ -106,6 +114,32 @@ def _keep_metrics(path, env_steps: int) -> None:
         path.unlink()
         for r in kept:
             append_csv_row(path, r)
+
+
+class _Background:
+    """One job at a time on a worker thread, or inline when ``enabled`` is False.
+    ``start(fn, *args)`` first waits for the previous job; ``wait()`` waits for the current
+    one and raises its exception, if any."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rtmpc-update") if enabled else None
+        self.job: Future | None = None
+
+    def start(self, fn: Callable, *args) -> None:
+        self.wait()
+        if self.pool is None:
+            fn(*args)
+        else:
+            self.job = self.pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            job.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 class _Collector:
@@ -189,6 +223,9 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
         buffer = _truncate(ReplayBuffer.load(run.buffer), int(state["transitions"]))
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
+        update_rng = np.random.default_rng((seed, 1))
+        if "update_rng" in state:  # runs saved before the updates had their own generator lack it
+            update_rng.bit_generator.state = state["update_rng"]
         torch.set_rng_state(extra["torch_rng"])
         _keep_metrics(run.metrics, int(state["env_steps"]))
         log.info("resuming %s after episode %d (%d env steps, %d transitions, %d updates)", run.root,
@@ -198,6 +235,7 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
             log.info("nothing to resume in %s: starting a new run", run.root)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
+        update_rng = np.random.default_rng((seed, 1))  # the updates' batches (they may run on another thread)
         model = LatentWorldModel(spec.obs_dim, spec.act_dim, cfg.model, spec.action_low, spec.action_high,
                                  seed=seed)
         learner = LatentLearner(model, cfg.train, discount, seed)
@@ -217,10 +255,13 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
     t_call = time.perf_counter()
     wall0 = float(state["wall_s"])
 
-    def update(n: int) -> None:
+    background = _Background(loop.overlap)
+
+    def update(n: int, size: int) -> None:
+        """n updates on batches from the first ``size`` transitions (those stored when they were started)."""
         t0 = time.perf_counter()
         for i in range(n):
-            batch = sample_batch(buffer, model, cfg.train.batch_size, cfg.train.horizon, rng)
+            batch = sample_batch(buffer, model, cfg.train.batch_size, cfg.train.horizon, update_rng, size)
             if batch is None:
                 break
             info = learner.update(*batch)
@@ -241,6 +282,7 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
             return rng.uniform(spec.action_low, spec.action_high)
         last = state["last_export"]
         if collector.planner is None or last is None or state["env_steps"] - last >= loop.export_every:
+            background.wait()
             collector.export(buffer, rng)
             state["last_export"] = state["env_steps"]
         t0 = time.perf_counter()
@@ -253,78 +295,84 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
         state["agent_steps"] += 1
         state["env_steps"] += repeat
         if state["agent_steps"] == seed_agent:
-            update(int(round(seed_agent * loop.utd)))  # pretraining on the seed data (TD-MPC2)
+            background.start(update, int(round(seed_agent * loop.utd)), len(buffer))  # pretraining (TD-MPC2)
         elif state["agent_steps"] > seed_agent:
             carry = state["utd_carry"] + loop.utd
             n = int(carry)
             state["utd_carry"] = carry - n
-            update(n)
+            background.start(update, n, len(buffer))
         return state["env_steps"] >= loop.total_steps
 
-    while state["env_steps"] < loop.total_steps:
-        # Collect one episode (updating as it goes)
-        episode = int(state["episodes"])
-        if collector.planner is not None:
-            collector.planner.reset()
-        ret, _, _ = _episode_steps(env, act, buffer, episode, seed=int(rng.integers(2**31)), on_step=on_step)
-        if not math.isfinite(ret):
-            raise ModelError(f"episode {episode + 1} returned {ret}: the task produced a non-finite reward")
-        state["episodes"] = episode + 1
-        state["transitions"] = len(buffer)
-        state["train_returns"].append(round(float(ret), 3))
-        upd_rate = interval["updates"] / interval["update_s"] if interval["update_s"] > 0 else float("nan")
-        log.info("episode %d: return %.1f, env steps %d/%d, %d updates (%.0f/s), plan %s ms", state["episodes"], ret,
-                 state["env_steps"], loop.total_steps, learner.updates, upd_rate,
-                 f"{np.median(interval['plan_ms']):.1f}" if interval["plan_ms"] else "-")
+    try:
+        while state["env_steps"] < loop.total_steps:
+            # Collect one episode (updating as it goes)
+            episode = int(state["episodes"])
+            if collector.planner is not None:
+                collector.planner.reset()
+            ret, _, _ = _episode_steps(env, act, buffer, episode, seed=int(rng.integers(2**31)), on_step=on_step)
+            background.wait()  # the episode's last updates: the model is read and saved below
+            if not math.isfinite(ret):
+                raise ModelError(f"episode {episode + 1} returned {ret}: the task produced a non-finite reward")
+            state["episodes"] = episode + 1
+            state["transitions"] = len(buffer)
+            state["train_returns"].append(round(float(ret), 3))
+            upd_rate = interval["updates"] / interval["update_s"] if interval["update_s"] > 0 else float("nan")
+            log.info("episode %d: return %.1f, env steps %d/%d, %d updates (%.0f/s), plan %s ms", state["episodes"],
+                     ret, state["env_steps"], loop.total_steps, learner.updates, upd_rate,
+                     f"{np.median(interval['plan_ms']):.1f}" if interval["plan_ms"] else "-")
 
-        # Evaluate
-        done = state["env_steps"] >= loop.total_steps
-        row = None
-        if state["env_steps"] >= state["next_eval"] or done:
-            collector.export(buffer, rng)
-            state["last_export"] = state["env_steps"]
-            planner = collector.planner
-            returns, plan_ms = [], []
-            for i in range(loop.eval_episodes):
+            # Evaluate
+            done = state["env_steps"] >= loop.total_steps
+            row = None
+            if state["env_steps"] >= state["next_eval"] or done:
+                collector.export(buffer, rng)
+                state["last_export"] = state["env_steps"]
+                planner = collector.planner
+                returns, plan_ms = [], []
+                for i in range(loop.eval_episodes):
+                    planner.reset()
+                    r, _, times = _episode_steps(env, planner.plan, None, -1, seed=EVAL_SEED + i)
+                    returns.append(r)
+                    plan_ms += times
                 planner.reset()
-                r, _, times = _episode_steps(env, planner.plan, None, -1, seed=EVAL_SEED + i)
-                returns.append(r)
-                plan_ms += times
-            planner.reset()
-            n_up = interval["updates"]
-            row = {"env_steps": state["env_steps"], "agent_steps": state["agent_steps"],
-                   "episodes": state["episodes"], "eval_return": round(float(np.mean(returns)), 3),
-                   "eval_return_std": round(float(np.std(returns)), 3),
-                   "train_return": round(float(np.mean(state["train_returns"])), 3),
-                   "updates": learner.updates, "updates_per_s": round(upd_rate, 2) if math.isfinite(upd_rate) else "",
-                   **{k: (round(v / n_up, 5) if n_up else "") for k, v in interval["losses"].items()},
-                   "plan_ms_median": round(float(np.median(plan_ms)), 3),
-                   "plan_ms_p99": round(float(np.percentile(plan_ms, 99)), 3),
-                   "collect_plan_ms_median": round(float(np.median(interval["plan_ms"])), 3)
-                   if interval["plan_ms"] else "",
-                   "export_s": round(collector.export_s, 3), "parity_max_abs": f"{collector.parity:.2e}",
-                   "seconds": round(time.perf_counter() - interval["t0"], 2),
-                   "wall_s": round(wall0 + time.perf_counter() - t_call, 2)}
-            state["next_eval"] = (state["env_steps"] // loop.eval_every + 1) * loop.eval_every
-            state["train_returns"] = []
-            interval.update(updates=0, update_s=0.0, losses={k: 0.0 for k in _LOSSES}, t0=time.perf_counter(),
-                            plan_ms=[])
-            log.info("eval at %d env steps: return %.1f +- %.1f (%d episodes), plan %.2f ms (p99 %.2f)",
-                     state["env_steps"], row["eval_return"], row["eval_return_std"], len(returns),
-                     row["plan_ms_median"], row["plan_ms_p99"])
+                n_up = interval["updates"]
+                row = {"env_steps": state["env_steps"], "agent_steps": state["agent_steps"],
+                       "episodes": state["episodes"], "eval_return": round(float(np.mean(returns)), 3),
+                       "eval_return_std": round(float(np.std(returns)), 3),
+                       "train_return": round(float(np.mean(state["train_returns"])), 3),
+                       "updates": learner.updates,
+                       "updates_per_s": round(upd_rate, 2) if math.isfinite(upd_rate) else "",
+                       **{k: (round(v / n_up, 5) if n_up else "") for k, v in interval["losses"].items()},
+                       "plan_ms_median": round(float(np.median(plan_ms)), 3),
+                       "plan_ms_p99": round(float(np.percentile(plan_ms, 99)), 3),
+                       "collect_plan_ms_median": round(float(np.median(interval["plan_ms"])), 3)
+                       if interval["plan_ms"] else "",
+                       "export_s": round(collector.export_s, 3), "parity_max_abs": f"{collector.parity:.2e}",
+                       "seconds": round(time.perf_counter() - interval["t0"], 2),
+                       "wall_s": round(wall0 + time.perf_counter() - t_call, 2)}
+                state["next_eval"] = (state["env_steps"] // loop.eval_every + 1) * loop.eval_every
+                state["train_returns"] = []
+                interval.update(updates=0, update_s=0.0, losses={k: 0.0 for k in _LOSSES}, t0=time.perf_counter(),
+                                plan_ms=[])
+                log.info("eval at %d env steps: return %.1f +- %.1f (%d episodes), plan %.2f ms (p99 %.2f)",
+                         state["env_steps"], row["eval_return"], row["eval_return_std"], len(returns),
+                         row["plan_ms_median"], row["plan_ms_p99"])
 
-        # Save: buffer, checkpoint, metrics, then the state that points at them
-        state["wall_s"] = wall0 + time.perf_counter() - t_call
-        buffer.save(run.buffer)
-        save_latent(model, ckpt, learner, extra={"agent_steps": state["agent_steps"],
-                                                 "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)})
-        if row is not None:
-            append_csv_row(run.metrics, row)
-            plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"TD-MPC latent model on {spec.name}")
-            rows.append(row)
-        write_yaml(run.state, {**state, "rng": rng.bit_generator.state, "seed": seed})
-        if progress is not None:
-            progress({"episode": state["episodes"], "env_steps": state["env_steps"], "train_return": ret,
-                      "updates": learner.updates, "eval": row})
+            # Save: buffer, checkpoint, metrics, then the state that points at them
+            state["wall_s"] = wall0 + time.perf_counter() - t_call
+            buffer.save(run.buffer)
+            save_latent(model, ckpt, learner, extra={"agent_steps": state["agent_steps"],
+                                                     "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)})
+            if row is not None:
+                append_csv_row(run.metrics, row)
+                plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"TD-MPC latent model on {spec.name}")
+                rows.append(row)
+            write_yaml(run.state, {**state, "rng": rng.bit_generator.state,
+                                    "update_rng": update_rng.bit_generator.state, "seed": seed})
+            if progress is not None:
+                progress({"episode": state["episodes"], "env_steps": state["env_steps"], "train_return": ret,
+                          "updates": learner.updates, "eval": row})
+    finally:
+        background.close()
     env.close()
     return rows
