@@ -57,7 +57,7 @@ from .runtime import load_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_latent", "sample_batch", "seed_agent_steps", "EVAL_SEED"]
+__all__ = ["train_latent", "sample_batch", "seed_agent_steps", "Background", "EVAL_SEED"]
 
 Progress = Callable[[dict], None]
 EVAL_SEED = 1_000_000  # evaluation episode i uses seed EVAL_SEED + i (the same every evaluation)
@@ -116,7 +116,7 @@ def _keep_metrics(path, env_steps: int) -> None:
             append_csv_row(path, r)
 
 
-class _Background:
+class Background:
     """One job at a time on a worker thread, or inline when ``enabled`` is False.
     ``start(fn, *args)`` first waits for the previous job; ``wait()`` waits for the current
     one and raises its exception, if any."""
@@ -255,7 +255,7 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
     t_call = time.perf_counter()
     wall0 = float(state["wall_s"])
 
-    background = _Background(loop.overlap)
+    background = Background(loop.overlap)
 
     def update(n: int, size: int) -> None:
         """n updates on batches from the first ``size`` transitions (those stored when they were started)."""

@@ -8,8 +8,10 @@ Not a test (minutes to hours). Run from the repository root::
 ``speed``: for each size, gradient updates per second at the run config's batch and
 horizon (synthetic batch, ``torch.set_num_threads(t)``), and the plan time of MPPI at
 TD-MPC2's setting (512 samples, 6 iterations, horizon 3, 64 elites, 24 policy-prior
-trajectories) over the exported ONNX model with ``t`` ONNX Runtime threads. Prints a
-table and one JSON line per measurement. Needs no simulator.
+trajectories) over the exported ONNX model with ``t`` ONNX Runtime threads; then the time
+of one agent step of the training loop (a plan and an update) with the update in turn
+at ``t`` threads and overlapped with the next plan (one thread each, the training loop's
+default). Prints tables and one JSON line per measurement. Needs no simulator.
 
 ``train``: ``rtmpc train configs/tdmpc_<task>.yaml --steps N`` for each task, one after the
 other (never two at once: the machine has two cores), then prints the wall-clock time,
@@ -51,6 +53,28 @@ def _median_ms(fn, repeats: int, warmup: int = 3) -> tuple[float, float, float]:
     return float(np.median(wall)), float(np.percentile(wall, 99)), float(np.median(cpu))
 
 
+def _step_ms(planner, learner, batch, obs, steps: int, overlap: bool) -> float:
+    """Mean ms of one agent step of the training loop (a plan, then one update),
+    the update made in turn or on a second thread beside the next plan
+    (models.latent_train.Background, as ``latent.loop.overlap`` does)."""
+    from models.latent_train import Background
+
+    worker = Background(overlap)
+    try:
+        for _ in range(3):
+            planner.plan(obs)
+            worker.start(learner.update, *batch)
+        worker.wait()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            planner.plan(obs)
+            worker.start(learner.update, *batch)
+        worker.wait()
+        return 1e3 * (time.perf_counter() - t0) / steps
+    finally:
+        worker.close()
+
+
 def speed(args) -> int:
     import numpy as np
     import torch
@@ -64,7 +88,7 @@ def speed(args) -> int:
 
     obs_dim, act_dim = args.obs_dim, args.act_dim
     train_cfg = LatentTrainConfig()
-    results = []
+    results, steps = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for latent in args.latent:
             for hidden in args.hidden:
@@ -97,11 +121,28 @@ def speed(args) -> int:
                            "machine": platform.processor() or platform.machine()}
                     results.append(row)
                     print(json.dumps(row), flush=True)
+                    # One agent step of the training loop, the update in turn at these threads
+                    steps.append({"latent_dim": latent, "hidden": hidden, "mode": f"in turn, {threads} threads",
+                                  "step_ms": round(_step_ms(planner, learner, batch, obs, args.steps, False), 2)})
+                    print(json.dumps(steps[-1]), flush=True)
+                # ... and overlapped: one torch thread updating beside one ONNX Runtime thread planning
+                torch.set_num_threads(1)
+                learner = LatentLearner(model, train_cfg, 0.99, seed=0)
+                planner = make_planner(PlannerConfig(**{**PLANNER, "samples": args.samples,
+                                                        "iterations": args.iterations}),
+                                       load_model(path, threads=1, rng=0), rng=0)
+                steps.append({"latent_dim": latent, "hidden": hidden, "mode": "overlap, 1 + 1 threads",
+                              "step_ms": round(_step_ms(planner, learner, batch, obs, args.steps, True), 2)})
+                print(json.dumps(steps[-1]), flush=True)
     print(f"\n{'latent':>6} {'hidden':>6} {'params':>8} {'threads':>7} {'updates/s':>9} {'update cpu ms':>13} "
           f"{'plan p50 ms':>11} {'plan p99 ms':>11} {'plan cpu ms':>11}")
     for r in results:
         print(f"{r['latent_dim']:>6} {r['hidden']:>6} {r['params']:>8} {r['threads']:>7} {r['updates_per_s']:>9} "
               f"{r['update_cpu_ms']:>13} {r['plan_ms_p50']:>11} {r['plan_ms_p99']:>11} {r['plan_cpu_ms']:>11}")
+    print(f"\none agent step of the training loop (a plan and one update), mean of {args.steps}")
+    print(f"{'latent':>6} {'hidden':>6} {'mode':<24} {'step ms':>8} {'steps/s':>8}")
+    for r in steps:
+        print(f"{r['latent_dim']:>6} {r['hidden']:>6} {r['mode']:<24} {r['step_ms']:>8} {1e3 / r['step_ms']:>8.1f}")
     return 0
 
 
@@ -151,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--iterations", type=int, default=PLANNER["iterations"], help="MPPI iterations (TD-MPC2: 6)")
     s.add_argument("--updates", type=int, default=50, help="timed updates per point")
     s.add_argument("--plans", type=int, default=50, help="timed plans per point")
+    s.add_argument("--steps", type=int, default=40, help="timed agent steps (plan + update) per point")
     t = sub.add_parser("train", help="100k-step runs: wall-clock time and final return")
     t.add_argument("tasks", nargs="+", choices=sorted(REFERENCE))
     t.add_argument("--steps", type=int, default=100_000, help="environment steps per run (action repeat counted)")

@@ -2,6 +2,8 @@
 runs them, with tiny budgets: the same flags as for PETS."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from tiny_run import rtmpc
@@ -66,3 +68,14 @@ def test_user_errors_are_one_line(args, message, tmp_path):
     res = rtmpc("train", "tdmpc_cartpole", "--out", str(tmp_path / "x"), *args)
     assert res.returncode == 2, res.stderr[-2000:]
     assert message in res.stderr.strip().splitlines()[-1] and "Traceback" not in res.stderr
+
+
+def test_bench_tdmpc_speed_times_steps_in_turn_and_overlapped():
+    res = subprocess.run([sys.executable, "-m", "scripts.bench_tdmpc", "speed", "--latent", "16", "--hidden", "16",
+                          "--threads", "1", "--updates", "2", "--plans", "2", "--steps", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert lines[0]["updates_per_s"] > 0 and lines[0]["plan_ms_p50"] > 0
+    modes = {r["mode"]: r["step_ms"] for r in lines if "mode" in r}
+    assert set(modes) == {"in turn, 1 threads", "overlap, 1 + 1 threads"} and all(v > 0 for v in modes.values())
