@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
@@ -119,11 +120,13 @@ def _keep_metrics(path, env_steps: int) -> None:
 class Background:
     """One job at a time on a worker thread, or inline when ``enabled`` is False.
     ``start(fn, *args)`` first waits for the previous job; ``wait()`` waits for the current
-    one and raises its exception, if any."""
+    one and raises its exception, if any; ``close()`` sets ``stopping`` (long jobs check it,
+    so that Ctrl-C during pretraining does not wait minutes) and joins the thread."""
 
     def __init__(self, enabled: bool) -> None:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="rtmpc-update") if enabled else None
         self.job: Future | None = None
+        self.stopping = threading.Event()
 
     def start(self, fn: Callable, *args) -> None:
         self.wait()
@@ -138,6 +141,7 @@ class Background:
             job.result()
 
     def close(self) -> None:
+        self.stopping.set()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
@@ -261,6 +265,8 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
         """n updates on batches from the first ``size`` transitions (those stored when they were started)."""
         t0 = time.perf_counter()
         for i in range(n):
+            if background.stopping.is_set():  # the run is ending on an exception: its state is not saved
+                break
             batch = sample_batch(buffer, model, cfg.train.batch_size, cfg.train.horizon, update_rng, size)
             if batch is None:
                 break
