@@ -121,28 +121,34 @@ def speed(args) -> int:
                            "machine": platform.processor() or platform.machine()}
                     results.append(row)
                     print(json.dumps(row), flush=True)
-                    # One agent step of the training loop, the update in turn at these threads
-                    steps.append({"latent_dim": latent, "hidden": hidden, "mode": f"in turn, {threads} threads",
-                                  "step_ms": round(_step_ms(planner, learner, batch, obs, args.steps, False), 2)})
+                # One agent step of the training loop (a plan, then an update), with the update in
+                # turn or overlapped, at (torch threads, ONNX Runtime threads):
+                modes = [(False, t, t) for t in args.threads]
+                if max(args.threads) > 1:
+                    modes.append((False, 1, max(args.threads)))  # the loop's default before the overlap
+                modes.append((True, 1, 1))  # the default: one core each
+                planners = {}
+                for overlap, torch_t, ort_t in modes:
+                    torch.set_num_threads(torch_t)
+                    if ort_t not in planners:
+                        pcfg = PlannerConfig(**{**PLANNER, "samples": args.samples, "iterations": args.iterations})
+                        planners[ort_t] = make_planner(pcfg, load_model(path, threads=ort_t, rng=0), rng=0)
+                    learner = LatentLearner(model, train_cfg, 0.99, seed=0)
+                    ms = _step_ms(planners[ort_t], learner, batch, obs, args.steps, overlap)
+                    steps.append({"latent_dim": latent, "hidden": hidden, "overlap": overlap,
+                                  "torch_threads": torch_t, "ort_threads": ort_t,
+                                  "mode": f"{'overlap' if overlap else 'in turn'}, torch {torch_t} / ORT {ort_t}",
+                                  "step_ms": round(ms, 2)})
                     print(json.dumps(steps[-1]), flush=True)
-                # ... and overlapped: one torch thread updating beside one ONNX Runtime thread planning
-                torch.set_num_threads(1)
-                learner = LatentLearner(model, train_cfg, 0.99, seed=0)
-                planner = make_planner(PlannerConfig(**{**PLANNER, "samples": args.samples,
-                                                        "iterations": args.iterations}),
-                                       load_model(path, threads=1, rng=0), rng=0)
-                steps.append({"latent_dim": latent, "hidden": hidden, "mode": "overlap, 1 + 1 threads",
-                              "step_ms": round(_step_ms(planner, learner, batch, obs, args.steps, True), 2)})
-                print(json.dumps(steps[-1]), flush=True)
     print(f"\n{'latent':>6} {'hidden':>6} {'params':>8} {'threads':>7} {'updates/s':>9} {'update cpu ms':>13} "
           f"{'plan p50 ms':>11} {'plan p99 ms':>11} {'plan cpu ms':>11}")
     for r in results:
         print(f"{r['latent_dim']:>6} {r['hidden']:>6} {r['params']:>8} {r['threads']:>7} {r['updates_per_s']:>9} "
               f"{r['update_cpu_ms']:>13} {r['plan_ms_p50']:>11} {r['plan_ms_p99']:>11} {r['plan_cpu_ms']:>11}")
     print(f"\none agent step of the training loop (a plan and one update), mean of {args.steps}")
-    print(f"{'latent':>6} {'hidden':>6} {'mode':<24} {'step ms':>8} {'steps/s':>8}")
+    print(f"{'latent':>6} {'hidden':>6} {'mode':<28} {'step ms':>8} {'steps/s':>8}")
     for r in steps:
-        print(f"{r['latent_dim']:>6} {r['hidden']:>6} {r['mode']:<24} {r['step_ms']:>8} {1e3 / r['step_ms']:>8.1f}")
+        print(f"{r['latent_dim']:>6} {r['hidden']:>6} {r['mode']:<28} {r['step_ms']:>8} {1e3 / r['step_ms']:>8.1f}")
     return 0
 
 

@@ -78,4 +78,4 @@ def test_bench_tdmpc_speed_times_steps_in_turn_and_overlapped():
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert lines[0]["updates_per_s"] > 0 and lines[0]["plan_ms_p50"] > 0
     modes = {r["mode"]: r["step_ms"] for r in lines if "mode" in r}
-    assert set(modes) == {"in turn, 1 threads", "overlap, 1 + 1 threads"} and all(v > 0 for v in modes.values())
+    assert set(modes) == {"in turn, torch 1 / ORT 1", "overlap, torch 1 / ORT 1"} and all(v > 0 for v in modes.values())
