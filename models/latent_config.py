@@ -115,8 +115,9 @@ class LatentLoopConfig(Config):
                                  "latent runtime runs that many slices of the candidates at once); with "
                                  "overlap, one thread plans while the updates take the other core", ge=1, le=64)
     overlap: bool = param(True, "run each step's updates on a second thread while the planner picks the next "
-                                "action (same results as False; measured 1.7x faster per step at the default "
-                                "sizes on 2 cores with plan_threads 1 and threads 1)")
+                                "action (same results as False; with threads 1 and plan_threads 1, 1.4x faster per "
+                                "step than in turn with 1 torch + 2 ONNX Runtime threads on 2 cores, "
+                                "python -m scripts.bench_tdmpc speed)")
     parity_samples: int = param(64, "buffer observations checked ONNX vs PyTorch after each export", ge=1)
 
     def check(self) -> None:

@@ -13,8 +13,9 @@ TD-MPC2 (Hansen, Su, Wang, ICLR 2024), its online trainer, with the planner of r
    planner picks the next action: the updates sample only transitions stored before they
    started and draw from their own random generator, and the main thread waits for them
    before it exports, evaluates or saves, so the run is the same as with ``overlap``
-   off, only faster (1.7x per step at the default sizes on 2 cores, planning with one
-   ONNX Runtime thread beside one torch thread).
+   off, only faster (one ONNX Runtime thread planning beside one torch thread: 1.4x
+   per step at the default sizes on 2 cores against 1 + 2 threads in turn;
+   ``python -m scripts.bench_tdmpc speed``).
 3. The planner's model is re-exported every ``export_every`` environment steps (and at
    every evaluation): export, parity check against PyTorch on buffer observations,
    reload in ONNX Runtime, new planner (its warm start is lost once).
