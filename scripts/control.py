@@ -33,7 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="exported model (model.onnx from rtmpc train/export)")
     p.add_argument("--task", help="task name (default: the task stored in the model file)")
     p.add_argument("--planner", choices=("cem", "mppi"), help="planner (default: the config's)")
-    p.add_argument("--config", help="YAML with planner/loop/safety sections (a run's config.yaml, best.yaml)")
+    p.add_argument("--config", help="YAML with planner/loop/safety sections (a run's config.yaml, best.yaml; "
+                                    "default: config.yaml beside the model, if there is one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set planner.samples=100")
     p.add_argument("--rate", type=float, help="control rate in Hz (default: the model's step rate)")
@@ -187,7 +188,11 @@ def print_summary(r: dict) -> None:
 
 def run(args) -> int:
     model_path = Path(args.model)
-    cfg = control_config(args.config, args.overrides, args.planner)
+    config = args.config
+    if config is None and (model_path.parent / "config.yaml").exists():  # a run directory: plan as it trained
+        config = model_path.parent / "config.yaml"
+        log.info("planner, loop and safety settings from %s (the run's; --config FILE to use others)", config)
+    cfg = control_config(config, args.overrides, args.planner)
     if args.commit:
         cfg = cfg.replace(loop=cfg.loop.replace(commit=args.commit))
     out = Path(args.out) if args.out else model_path.parent / "control"

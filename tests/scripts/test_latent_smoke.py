@@ -40,14 +40,18 @@ def test_int8_export_of_a_latent_run_is_a_one_line_error(run_dir):
     assert "--precision int8 is for PETS runs" in res.stderr.strip().splitlines()[-1]
 
 
-def test_control_runs_the_latent_model(run_dir):
-    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
-                "--json", "--cycles", "10")
+@pytest.mark.parametrize("config", [True, False], ids=["--config", "run's config by default"])
+def test_control_runs_the_latent_model(run_dir, config):
+    """With or without --config, a model in a run directory plans with the run's planner
+    (MPPI with prior samples; the defaults without a config would be CEM)."""
+    flags = ["--config", str(run_dir / "config.yaml")] if config else []
+    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), *flags, "--json", "--cycles", "10")
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["cycles"] == 10 and out["planner"] == "mppi" and out["task"] == "point-target"
     for key in ["return_mean", "misses", "rate_hz", "plan_ms_p50", "plan_ms_p99", "safety_events"]:
         assert key in out, key
+    assert config or "settings from" in res.stderr
 
 
 def test_resume_needs_the_same_config(run_dir):
