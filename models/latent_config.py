@@ -109,8 +109,8 @@ class LatentLoopConfig(Config):
                                    ge=0.0, le=10.0)
     explore_decay_steps: int = param(25_000, "environment steps after seeding over which the noise "
                                              "decays (TD-MPC's std schedule)", ge=1)
-    threads: int = param(1, "torch threads for the updates (measured on 2 shared cores: 2 threads gave "
-                            "~1.1x, and stalled badly whenever another process held a core)", ge=1, le=64)
+    threads: int = param(1, "torch threads for the updates (measured on 2 cores: 2 threads gave "
+                            "1.1-1.4x, and stalled badly whenever another process held a core)", ge=1, le=64)
     plan_threads: int = param(1, "ONNX Runtime threads of the planner while collecting and evaluating (the "
                                  "latent runtime runs that many slices of the candidates at once); with "
                                  "overlap, one thread plans while the updates take the other core", ge=1, le=64)

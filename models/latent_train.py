@@ -220,6 +220,7 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
     half = 0.5 * (np.asarray(spec.action_high) - np.asarray(spec.action_low))
 
     state = yaml.safe_load(run.state.read_text()) if resume and run.state.exists() else None
+    update_rng = np.random.default_rng((seed, 1))  # the updates' batches (they may run on another thread)
     if state is not None:
         model, learner, extra = load_latent_learner(ckpt, cfg.train, seed)
         if extra.get("agent_steps") != state["agent_steps"]:
@@ -228,7 +229,6 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
         buffer = _truncate(ReplayBuffer.load(run.buffer), int(state["transitions"]))
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
-        update_rng = np.random.default_rng((seed, 1))
         if "update_rng" in state:  # runs saved before the updates had their own generator lack it
             update_rng.bit_generator.state = state["update_rng"]
         torch.set_rng_state(extra["torch_rng"])
@@ -240,7 +240,6 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
             log.info("nothing to resume in %s: starting a new run", run.root)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        update_rng = np.random.default_rng((seed, 1))  # the updates' batches (they may run on another thread)
         model = LatentWorldModel(spec.obs_dim, spec.act_dim, cfg.model, spec.action_low, spec.action_high,
                                  seed=seed)
         learner = LatentLearner(model, cfg.train, discount, seed)

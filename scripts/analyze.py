@@ -62,7 +62,7 @@ def resolve(args):
     from configs import ConfigError
     from models.runtime import read_metadata
 
-    from .runconfig import load_run_config
+    from .runconfig import config_or_runs, load_run_config
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if run_dir is not None and not run_dir.is_dir():
@@ -74,7 +74,7 @@ def resolve(args):
     else:
         raise ConfigError("give a run directory (rtmpc analyze RUN_DIR) or --model model.onnx [--task NAME]")
     meta = read_metadata(model_path)
-    config = args.config or (run_dir / "config.yaml" if run_dir and (run_dir / "config.yaml").is_file() else None)
+    config = config_or_runs(args.config, run_dir)
     cfg = load_run_config(config, args.overrides)
     task = args.task or (cfg.task.name if config else None) or meta.get("task")
     if not task:

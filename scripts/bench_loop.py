@@ -34,9 +34,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from .control import control_config, run_episodes
+    from .runconfig import config_or_runs
 
     model = Path(args.model)
-    config = args.config or (model.parent / "config.yaml" if (model.parent / "config.yaml").exists() else None)
+    config = config_or_runs(args.config, model.parent)
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
     rows = []
     for mode in modes:

@@ -10,8 +10,9 @@ horizon (synthetic batch, ``torch.set_num_threads(t)``), and the plan time of MP
 TD-MPC2's setting (512 samples, 6 iterations, horizon 3, 64 elites, 24 policy-prior
 trajectories) over the exported ONNX model with ``t`` ONNX Runtime threads; then the time
 of one agent step of the training loop (a plan and an update) with the update in turn
-at ``t`` threads and overlapped with the next plan (one thread each, the training loop's
-default). Prints tables and one JSON line per measurement. Needs no simulator.
+at ``t`` threads, in turn at 1 torch + max(t) ONNX Runtime threads (the loop's old
+default), and overlapped with the next plan (one thread each, the loop's default).
+Prints tables and one JSON line per measurement. Needs no simulator.
 
 ``train``: ``rtmpc train configs/tdmpc_<task>.yaml --steps N`` for each task, one after the
 other (never two at once: the machine has two cores), then prints the wall-clock time,
@@ -60,17 +61,18 @@ def _step_ms(planner, learner, batch, obs, steps: int, overlap: bool) -> float:
     from models.latent_train import Background
 
     worker = Background(overlap)
-    try:
-        for _ in range(3):
-            planner.plan(obs)
-            worker.start(learner.update, *batch)
-        worker.wait()
+
+    def run(n: int) -> float:
         t0 = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(n):
             planner.plan(obs)
             worker.start(learner.update, *batch)
         worker.wait()
-        return 1e3 * (time.perf_counter() - t0) / steps
+        return time.perf_counter() - t0
+
+    try:
+        run(3)  # warm-up
+        return 1e3 * run(steps) / steps
     finally:
         worker.close()
 

@@ -187,10 +187,11 @@ def print_summary(r: dict) -> None:
 
 
 def run(args) -> int:
+    from .runconfig import config_or_runs
+
     model_path = Path(args.model)
-    config = args.config
-    if config is None and (model_path.parent / "config.yaml").exists():  # a run directory: plan as it trained
-        config = model_path.parent / "config.yaml"
+    config = config_or_runs(args.config, model_path.parent)
+    if config is not None and not args.config:
         log.info("planner, loop and safety settings from %s (the run's; --config FILE to use others)", config)
     cfg = control_config(config, args.overrides, args.planner)
     if args.commit:

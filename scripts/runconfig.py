@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 from configs import Config, load, param, table
 from controller.config import LoopConfig, SafetyConfig
@@ -15,7 +16,7 @@ from models.latent_config import LatentConfig
 from planners.base import PlannerConfig
 from sim import TaskConfig
 
-__all__ = ["RunConfig", "add_config_arguments", "load_run_config"]
+__all__ = ["RunConfig", "add_config_arguments", "load_run_config", "config_or_runs"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,16 @@ def add_config_arguments(p: argparse.ArgumentParser, config_required: bool = Tru
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. --set planner.horizon=20")
     p.add_argument("--seed", type=int, help="override the run's seed")
+
+
+def config_or_runs(config, run_dir) -> Path | None:
+    """``config`` if given, else the run's ``run_dir/config.yaml`` if there is one, else None
+    (the defaults): a model inside a run directory is planned and analysed as it was trained."""
+    if config:
+        return Path(config)
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        return Path(run_dir) / "config.yaml"
+    return None
 
 
 def load_run_config(path, overrides=(), seed: int | None = None, extra: dict | None = None) -> RunConfig:

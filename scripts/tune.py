@@ -132,6 +132,7 @@ def resolve(args) -> Setup:
     from planners.tuning import KINDS, SearchSpace, deadline_limit_ms
 
     from .control import control_config
+    from .runconfig import config_or_runs
 
     model = Path(args.model)
     if not model.exists():
@@ -140,7 +141,7 @@ def resolve(args) -> Setup:
     task = args.task or meta.get("task")
     if not task:
         raise ModelError(f"{model} does not say which task it was trained on: pass --task")
-    config = args.config or (model.parent / "config.yaml" if (model.parent / "config.yaml").exists() else None)
+    config = config_or_runs(args.config, model.parent)
     base = control_config(config, args.overrides, None)
     base = base.replace(task=base.task.replace(name=task))
     if args.rate is not None:
