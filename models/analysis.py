@@ -52,6 +52,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from configs.plots import pyplot, save_png
 from models.base import ModelError
 
 __all__ = ["Trajectory", "Windows", "Prediction", "Predictor", "PETSPredictor", "LatentPredictor", "SimPredictor",
@@ -724,29 +725,12 @@ def read_suggested_horizon(run_dir: str | os.PathLike) -> int | None:
 
 
 # -- plots --------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    from configs.rundir import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
-
-
 def plot_errors(report: dict[str, Any], path: str | os.PathLike, title: str = "",
                 planner_horizon: int | None = None) -> Path:
     """Error against k: the state error and the return error with their baselines (the score
     error for a latent model), and that error in units of the tolerance ``fraction * spread``
     per source with the suggested and the planner's horizons; a PNG, atomically."""
-    plt = _pyplot()
+    plt = pyplot()
     k = np.arange(1, report["horizon"] + 1)
     has_state = "state_error_by_k" in report
     panels = 3 if has_state else 2
@@ -802,10 +786,7 @@ def plot_errors(report: dict[str, Any], path: str | os.PathLike, title: str = ""
     ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)
 
 
 def plot_calibration(report: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path | None:
@@ -816,7 +797,7 @@ def plot_calibration(report: dict[str, Any], path: str | os.PathLike, title: str
               if report.get(key, {}).get("pred_rms")]
     if not curves:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
     lo, hi = np.inf, 0.0
     for key, label in curves:
@@ -837,7 +818,4 @@ def plot_calibration(report: dict[str, Any], path: str | os.PathLike, title: str
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)

@@ -69,12 +69,7 @@ def plot_learning_curve(metrics_csv, png, title: str) -> None:
     """eval_return against env_steps, from metrics.csv, to a PNG (atomically)."""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from configs.rundir import atomic_path
+    from configs.plots import pyplot, save_png
 
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -82,16 +77,14 @@ def plot_learning_curve(metrics_csv, png, title: str) -> None:
         return
     x = [int(r["env_steps"]) for r in rows]
     y = [float(r["eval_return"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(6, 3.6), dpi=100)
     ax.plot(x, y, "o-")
     ax.set_xlabel("environment steps (action repeat counted)")
     ax.set_ylabel("episode return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, png)
 
 
 def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callable[[object], object],

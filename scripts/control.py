@@ -74,6 +74,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     """
     import sim
     from controller import ControlLoop, FastForwardClock, MonotonicClock, SafetyFilter, summarize
+    from controller.plot import plot_episode
     from models.base import ModelError
     from models.runtime import load_model
     from planners import make_planner
@@ -133,6 +134,13 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             bridge = {k: bridge.get(k, 0) + v for k, v in robot.stats.items()}
         records.append(loop.telemetry.records())
         summaries.append(summary)
+        if out and records[-1]["cycle"].size:
+            png = plot_episode(records[-1], out / f"episode{ep}" / "telemetry.png", obs_names=spec.obs_names,
+                               action_low=spec.action_low, action_high=spec.action_high,
+                               budget_s=summary.get("budget_s"),
+                               title=f"{task}, {cfg.planner.kind}, episode {ep}: return {robot.episode_return:.1f}, "
+                                     f"{summary['misses']} misses in {summary['cycles']} cycles")
+            log.info("episode plot: %s", png)
         log.info("episode %d: return %.1f, %d cycles, %d misses, plan p99 %.2f ms", ep, robot.episode_return,
                  summary["cycles"], summary["misses"], summary["plan_ms_p99"])
         if video and ep == 0:

@@ -46,6 +46,7 @@ def run(args) -> int:
     control.print_summary(result)
     total = time.perf_counter() - t0
     print(f"  video         {video}")
+    print(f"  loop plot     {out / 'control' / 'episode0' / 'telemetry.png'}")
     print(f"  learning curve {out / 'learning_curve.png'}; metrics {out / 'metrics.csv'}")
     print(f"done in {total / 60:.1f} min (training {t_train / 60:.1f} min)")
     if args.json:

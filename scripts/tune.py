@@ -408,15 +408,10 @@ def format_table(rows: list[dict]) -> str:
 def plot_front(results: list[TrialResult], front: list[TrialResult], best: TrialResult | None, s: Setup,
                path: Path, title: str) -> None:
     """Return against p99 plan time: every trial, the front, the best, and the time lines; a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from configs.rundir import atomic_path
+    from configs.plots import pyplot, save_png
 
     period_ms = 1e3 / s.rate_hz
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=100)
     for kind, marker in (("cem", "o"), ("mppi", "s")):
         pts = [r for r in results if r.extra["config"].kind == kind]
         if pts:
@@ -445,9 +440,7 @@ def plot_front(results: list[TrialResult], front: list[TrialResult], best: Trial
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def best_yaml_text(best: TrialResult, s: Setup, study_name: str, safety: float) -> str:

@@ -92,3 +92,19 @@ def test_fast_forward_clock_skips_idle_time():
     assert 1000.0 <= c.now() < 1001.0 and time.monotonic() - start < 1.0
     c.sleep_until(10.0)  # in the past: no jump back
     assert c.now() >= 1000.0
+
+
+def test_episode_plot_is_a_png_and_an_empty_run_is_a_clear_error(tmp_path):
+    from controller.plot import plot_episode
+
+    tel = Telemetry(16, 2, 1)
+    fill(tel, 12)  # misses, fallbacks, safe actions
+    r = tel.records()
+    r["action"][3] = np.nan  # a cycle that sent nothing
+    r["plan_s"][5] = np.nan  # a plan that never finished
+    path = plot_episode(r, tmp_path / "ep" / "telemetry.png", title="t", obs_names=("x", "theta"),
+                        action_low=[-1.0], action_high=[1.0], budget_s=0.015)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["telemetry.png"]  # no temporary file left
+    with pytest.raises(ValueError, match="no telemetry rows"):
+        plot_episode(Telemetry(4, 2, 1).records(), tmp_path / "empty.png")

@@ -32,6 +32,7 @@ def test_control_json_has_the_promised_keys(run_dir):
                 "plan_ms_p99", "jitter_ms_p50", "jitter_ms_p99", "safety_events"]:
         assert key in out, key
     assert out["cycles"] == 10
+    assert (run_dir / "control" / "episode0" / "telemetry.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_with_another_config_is_refused(run_dir):
