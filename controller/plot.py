@@ -76,7 +76,7 @@ def plot_episode(records: Mapping[str, np.ndarray], path: str | os.PathLike, *, 
     ax.set_ylabel("reward", color="C2")
     twin = ax.twinx()
     twin.plot(time, np.cumsum(reward), lw=1, color="k")
-    twin.set_ylabel(f"return ({reward.sum():.1f})")
+    twin.set_ylabel("return so far")
 
     ax = axes[3]
     ax.plot(time, plan_ms, lw=0.8, color="C0", label="plan time")
