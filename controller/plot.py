@@ -60,9 +60,9 @@ def plot_episode(records: Mapping[str, np.ndarray], path: str | os.PathLike, *, 
     ax = axes[1]
     for j in range(action.shape[1]):
         ax.plot(time, action[:, j], lw=1, label=f"action[{j}] sent" if action.shape[1] > 1 else "action sent")
-    for bound in (action_low, action_high):
-        for v in np.unique(np.asarray(bound, dtype=float).reshape(-1)) if bound is not None else ():
-            ax.axhline(v, color="k", lw=0.8, ls=":")
+    bounds = [np.ravel(b) for b in (action_low, action_high) if b is not None]
+    for v in np.unique(np.concatenate(bounds)) if bounds else ():
+        ax.axhline(v, color="k", lw=0.8, ls=":")
     for kind, marker, color, name in ((FALLBACK, "x", "C1", "fallback"), (SAFE, "v", "C3", "safe action")):
         rows = source == kind
         if rows.any():
