@@ -269,14 +269,17 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] 
     return from_dict(cls, data)
 
 
-def table(cfg: Any, title: str | None = None) -> str:
-    """The resolved config as an aligned two-column table, one row per leaf field."""
+def table(cfg: Any, title: str | None = None, skip: tuple[str, ...] = ()) -> str:
+    """The resolved config as an aligned two-column table, one row per leaf field, without
+    the top-level sections named in ``skip``."""
     rows: list[tuple[str, str]] = []
 
     def walk(v: Any, prefix: str) -> None:
         for f in dataclasses.fields(v):
             value = getattr(v, f.name)
             key = f"{prefix}{f.name}"
+            if not prefix and f.name in skip:
+                continue
             if dataclasses.is_dataclass(value):
                 walk(value, key + ".")
             else:

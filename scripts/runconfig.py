@@ -35,6 +35,10 @@ class RunConfig(Config):
     loop: LoopConfig = param(LoopConfig(), "the fixed-rate control loop")
     safety: SafetyConfig = param(SafetyConfig(), "the safety filter")
 
+    def unused_sections(self) -> tuple[str, ...]:
+        """The sections the other model family reads (kept in config.yaml, left out of listings)."""
+        return ("model", "train", "pets") if self.kind == "latent" else ("latent",)
+
 
 def add_config_arguments(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     if config_required:
@@ -63,5 +67,5 @@ def load_run_config(path, overrides=(), seed: int | None = None, extra: dict | N
     return load(RunConfig, path, overrides=overrides, extra=extra)
 
 
-def print_config(cfg: Config, title: str) -> None:
-    print(table(cfg, title))
+def print_config(cfg: RunConfig, title: str) -> None:
+    print(table(cfg, title, skip=cfg.unused_sections()))

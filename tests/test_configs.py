@@ -85,3 +85,18 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
     atomic_write(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_table_leaves_out_skipped_top_level_sections_only():
+    cfg = from_dict(Outer, {})
+    text = table(cfg, skip=("inner",))
+    assert "inner.horizon" not in text and "seed" in text and "sizes" in text
+
+
+def test_run_listing_leaves_out_the_other_model_family():
+    from scripts.runconfig import RunConfig
+    latent_cfg, pets_cfg = from_dict(RunConfig, {"kind": "latent"}), from_dict(RunConfig, {})
+    latent = table(latent_cfg, skip=latent_cfg.unused_sections())
+    pets = table(pets_cfg, skip=pets_cfg.unused_sections())
+    assert "latent.model.hidden" in latent and "pets.episodes" not in latent and "planner.horizon" in latent
+    assert "pets.episodes" in pets and "latent.model.hidden" not in pets and "safety.max_rate" in pets
