@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 COUNTS = ("received", "accepted", *REASONS, "duplicate", "out_of_order", "gaps", "old_session",
           "restarts", "lost", "robot_watchdog", "sent")
+# After the robot's liveliness token is dropped, observations of its session that were
+# already on the way (they can arrive after the drop: zenoh does not order the two) are
+# kept but leave the robot lost; this many in a row mean it is alive after all.
+ALIVE_AGAIN_AFTER = 3
 
 
 class BridgeRobot:
@@ -51,7 +55,10 @@ class BridgeRobot:
     increasing across robot restarts); ``stamp`` is the time the observation arrived, on
     the loop's clock (so ``safety.stale_from: stamp`` measures the true age of the data,
     whatever the robot's clock), NaN once the robot's liveliness token is gone (its
-    process or connection died: stale at the next cycle); ``reward`` is the change in
+    process or connection died: stale at the next cycle) until the token comes back, a new
+    robot session starts, or :data:`ALIVE_AGAIN_AFTER` observations of the same session
+    arrive after the loss (one still in flight at the loss does not revive a dead robot);
+    ``reward`` is the change in
     the episode's return since the last read (nothing lost with a lost message).
 
     Received observations are dropped and counted (:attr:`stats`) when malformed (by
@@ -79,6 +86,7 @@ class BridgeRobot:
         self._session: int | None = None
         self._retired: set[int] = set()
         self._lost = False
+        self._after_loss = 0  # observations of the lost robot's session accepted since the loss
         self._ret_key: tuple[int, int] | None = None  # (session, episode) of the last read
         self._ret_read = 0.0
         self._answer = (0, math.nan)  # robot seq and stamp of the last observation read
@@ -216,14 +224,21 @@ class BridgeRobot:
                 counts["robot_watchdog"] += 1
                 logger.warning("bridge: the robot reports no fresh command: it is applying its safe action")
             counts["accepted"] += 1
-            self._latest, self._rx, self._lost = m, now, False
+            if self._lost and latest is not None and m.session == latest.session:
+                self._after_loss += 1
+                self._lost = self._after_loss < ALIVE_AGAIN_AFTER
+            else:
+                self._lost = False
+            self._latest, self._rx = m, now
             self._fresh.set()
 
     def _on_alive(self, sample) -> None:
         if is_delete(sample):
             with self._lock:
-                self._lost = True
+                self._lost, self._after_loss = True, 0
                 self._counts["lost"] += 1
             logger.warning("bridge: the robot at %s is gone (its liveliness token was dropped)", self.endpoint)
         else:
+            with self._lock:
+                self._lost = False
             logger.info("bridge: robot alive at %s", self.endpoint)

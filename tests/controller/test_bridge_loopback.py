@@ -24,6 +24,7 @@ from controller.bridge import (  # noqa: E402
     RobotServer,
     ServerConfig,
 )
+from controller.bridge.client import ALIVE_AGAIN_AFTER  # noqa: E402
 from controller.bridge.messages import OBS_DONE, OBS_WAITING, OBS_WATCHDOG, VERSION, CmdEncoder, ObsEncoder  # noqa: E402
 from controller.bridge.transport import declare_publisher, open_session  # noqa: E402
 
@@ -218,6 +219,38 @@ def test_the_robots_death_makes_the_next_read_stale_at_once():
             server.close()  # drops the liveliness token
             wait_until(lambda: robot.stats["lost"] == 1, timeout=5.0, what="the loss to be seen")
             assert math.isnan(robot.read().stamp)
+        finally:
+            robot.close()
+
+
+class _Sample:
+    """What the client's zenoh callbacks read from a sample."""
+
+    def __init__(self, payload: bytes):
+        self.payload = self
+        self._bytes = payload
+
+    def to_bytes(self) -> bytes:
+        return self._bytes
+
+
+def test_observations_in_flight_at_the_robots_death_do_not_revive_it():
+    port = free_port()
+    with serving(port) as (server, robots, _):
+        robot = BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=endpoint(port)))
+        try:
+            server.stop()
+            server.close()
+            wait_until(lambda: robot.stats["lost"] == 1, timeout=5.0, what="the loss to be seen")
+            last = robot.latest
+            enc = ObsEncoder(2, last.session)
+            for k in range(1, ALIVE_AGAIN_AFTER + 1):
+                # as if sent before the token was dropped and delivered after it
+                robot._on_obs(_Sample(enc.encode(last.seq + k, last.stamp, 0.0, last.episode, last.step + k,
+                                                 np.full(2, float(k)))))
+                obs = robot.read()
+                assert obs.values[0] == k  # kept: no data lost
+                assert math.isnan(obs.stamp) == (k < ALIVE_AGAIN_AFTER), k  # alive again only after a run of them
         finally:
             robot.close()
 
