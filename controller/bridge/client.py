@@ -58,8 +58,8 @@ class BridgeRobot:
     process or connection died: stale at the next cycle) until the token comes back, a new
     robot session starts, or :data:`ALIVE_AGAIN_AFTER` observations of the same session
     arrive after the loss (one still in flight at the loss does not revive a dead robot);
-    ``reward`` is the change in
-    the episode's return since the last read (nothing lost with a lost message).
+    ``reward`` is the change in the episode's return since the last read (nothing lost
+    with a lost message).
 
     Received observations are dropped and counted (:attr:`stats`) when malformed (by
     :data:`~controller.bridge.messages.REASONS`), a duplicate or out of order (seq not

@@ -7,6 +7,7 @@ import contextlib
 import math
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -223,15 +224,9 @@ def test_the_robots_death_makes_the_next_read_stale_at_once():
             robot.close()
 
 
-class _Sample:
-    """What the client's zenoh callbacks read from a sample."""
-
-    def __init__(self, payload: bytes):
-        self.payload = self
-        self._bytes = payload
-
-    def to_bytes(self) -> bytes:
-        return self._bytes
+def _sample(payload: bytes) -> SimpleNamespace:
+    """What the client's observation callback reads from a zenoh sample."""
+    return SimpleNamespace(payload=SimpleNamespace(to_bytes=lambda: payload))
 
 
 def test_observations_in_flight_at_the_robots_death_do_not_revive_it():
@@ -246,7 +241,7 @@ def test_observations_in_flight_at_the_robots_death_do_not_revive_it():
             enc = ObsEncoder(2, last.session)
             for k in range(1, ALIVE_AGAIN_AFTER + 1):
                 # as if sent before the token was dropped and delivered after it
-                robot._on_obs(_Sample(enc.encode(last.seq + k, last.stamp, 0.0, last.episode, last.step + k,
+                robot._on_obs(_sample(enc.encode(last.seq + k, last.stamp, 0.0, last.episode, last.step + k,
                                                  np.full(2, float(k)))))
                 obs = robot.read()
                 assert obs.values[0] == k  # kept: no data lost
