@@ -13,6 +13,9 @@ BENCHES = {
     "planner": ("scripts.bench_planner", "time plan() against the FLOP bound and PyTorch baselines "
                                          "(pytorch_mppi when installed)"),
     "loop": ("scripts.bench_loop", "wake-up jitter, deadline misses and plan time of the loop on a wall-clock robot"),
+    "activation": ("scripts.bench_activation", "what SiLU costs next to a hidden layer's matrix product (the "
+                                               "FLOP bound counts it as free)"),
+    "ops": ("scripts.bench_ops", "where one call of an exported model spends its time, per ONNX Runtime operator"),
     "bridge": ("scripts.bench_bridge", "round-trip latency of the robot bridge over loopback at the control rate"),
 }
 

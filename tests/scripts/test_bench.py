@@ -67,3 +67,21 @@ def test_bench_planner_latent_json_has_the_same_keys():
         assert np.isfinite(out[key]) and out[key] > 0, key
     assert out["workload"]["model"] == "latent" and out["workload"]["horizon"] == 3  # TD-MPC2's default H
     assert out["evals_per_plan"] == 32 * 3 * 2 and "--model latent" in out["command"]
+
+
+def test_bench_activation_json_has_shares_of_the_matmul():
+    res = subprocess.run([*RTMPC, "bench", "activation", "--rows", "32", "--width", "16", "--seconds", "0.02",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(out["ns_per_element"]) == {"matmul", "matmul_op", "layer", "quickgelu", "relu", "in_matmul", "in_layer"}
+    assert out["share_of_matmul"]["matmul"] == 1.0
+    assert np.isclose(out["ceiling_layer"], 1.0 / out["share_of_matmul"]["layer"])
+    assert 0 < out["ceiling_network"] and out["hidden_layers"] == 2 and out["inputs"] == 6
+    assert all(v > 0 for v in out["ns_per_element"].values())
+
+
+def test_bench_activation_bad_option_is_one_line(capsys):
+    assert main(["bench", "activation", "--rows", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--rows >= 1" in err and len(err.strip().splitlines()) == 1

@@ -1,9 +1,10 @@
 """Smoke runs of the rtmpc commands, as a user runs them, with tiny budgets."""
 
 import json
+import subprocess
 
 import pytest
-from tiny_run import TINY, rtmpc
+from tiny_run import RTMPC, TINY, rtmpc
 
 
 def test_export_prints_parity(run_dir):
@@ -84,3 +85,29 @@ def test_bench_loop_reports_both_modes(run_dir):
         assert out[f"{mode}_cycles"] > 0
         for key in ("jitter_ms_p99", "misses", "plan_ms_p99", "rate_hz"):
             assert f"{mode}_{key}" in out
+
+
+def test_bench_ops_profiles_the_exported_graph(run_dir):
+    # the tiny run: 2 members of 2 x 16 SiLU units, so 2 x (2 + 1) Gemms and 2 x 2 SiLU passes
+    res = rtmpc("bench", "ops", "--model", str(run_dir / "model.onnx"), "--rows", "32", "--calls", "3", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    ops = {o["op"]: o for o in out["ops"]}
+    assert out["kind"] == "pets" and ops["Gemm"]["nodes"] == 6 and ops["QuickGelu"]["nodes"] == 4
+    assert abs(sum(o["share"] for o in out["ops"]) - 1) < 1e-9 and out["call_ms"] > 0
+
+
+def test_bench_ops_names_an_unknown_dimension_in_one_line(run_dir):
+    res = rtmpc("bench", "ops", "--model", str(run_dir / "model.onnx"), "--dim", "K=3")
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("rtmpc bench: error: --dim K: the model's inputs have no such dimension "
+                                  "(free dimensions: N)")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(run_dir):
+    # `rtmpc bench ops ... | head -1`: the reader is gone before rtmpc prints
+    proc = subprocess.Popen([*RTMPC, "bench", "ops", "--model", str(run_dir / "model.onnx"), "--rows", "8",
+                             "--calls", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and b"Traceback" not in err and b"Exception ignored" not in err, err[-2000:]
