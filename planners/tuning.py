@@ -48,9 +48,12 @@ class SearchSpace(Config):
                                      "action range, log scale)", gt=0.0, le=10.0)
     init_std_max: float = param(1.0, "largest initial sampling std tried", gt=0.0, le=10.0)
     noise_beta_max: float = param(0.9, "largest noise correlation tried (from 0)", ge=0.0, lt=1.0)
+    prior_frac_min: float = param(0.02, "models with a policy prior (latent): smallest share of the samples "
+                                        "drawn from it (log scale); at least 1", gt=0.0, lt=1.0)
+    prior_frac_max: float = param(0.5, "largest share of the samples drawn from the policy prior", gt=0.0, lt=1.0)
 
     def check(self) -> None:
-        for name in ("horizon", "samples", "iterations", "elite_frac", "temperature", "init_std"):
+        for name in ("horizon", "samples", "iterations", "elite_frac", "temperature", "init_std", "prior_frac"):
             lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if lo > hi:
                 raise ConfigError(f"{name}_min = {lo} is above {name}_max = {hi}: swap or widen them")
@@ -71,11 +74,13 @@ class TrialLike(Protocol):
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
-def suggest_params(trial: TrialLike, space: SearchSpace, kinds: Sequence[str]) -> dict[str, Any]:
+def suggest_params(trial: TrialLike, space: SearchSpace, kinds: Sequence[str], prior: bool = False
+                   ) -> dict[str, Any]:
     """Ask ``trial`` for one point of ``space``; returns the params (names as Optuna stores them).
 
     ``kind`` is a categorical when ``kinds`` has more than one planner, else fixed. The
-    temperature is asked only for MPPI (a conditional parameter).
+    temperature is asked only for MPPI (a conditional parameter), the share of samples from
+    the policy prior only with ``prior`` (the model has one: a latent model).
     """
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in KINDS]
@@ -92,15 +97,18 @@ def suggest_params(trial: TrialLike, space: SearchSpace, kinds: Sequence[str]) -
     if kind == "mppi":
         p["temperature"] = trial.suggest_float("temperature", space.temperature_min, space.temperature_max,
                                                log=True)
+    if prior:
+        p["prior_frac"] = trial.suggest_float("prior_frac", space.prior_frac_min, space.prior_frac_max, log=True)
     return p
 
 
 def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = PlannerConfig()) -> PlannerConfig:
     """The PlannerConfig of a trial's params, other fields from ``base``.
 
-    ``elites = clip(round(elite_frac * samples), 2, samples)``; ``min_std`` is lowered to
-    ``init_std`` if above it; floats keep 3 significant digits. A param that is absent keeps
-    ``base``'s value.
+    ``elites = clip(round(elite_frac * samples), 2, samples)``; ``prior_samples =
+    clip(round(prior_frac * samples), 1, samples - 1)`` (without ``prior_frac``, ``base``'s,
+    lowered below ``samples`` if needed); ``min_std`` is lowered to ``init_std`` if above it;
+    floats keep 3 significant digits. A param that is absent keeps ``base``'s value.
     """
     p = dict(params)
     kind = p.pop("kind", base.kind)
@@ -113,6 +121,10 @@ def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = Planner
         changes["elites"] = int(min(samples, max(2, round(float(p["elite_frac"]) * samples))))
     elif base.elites > samples:
         changes["elites"] = samples
+    if "prior_frac" in p:
+        changes["prior_samples"] = int(min(samples - 1, max(1, round(float(p["prior_frac"]) * samples))))
+    elif base.prior_samples >= samples:
+        changes["prior_samples"] = samples - 1
     for name in ("init_std", "noise_beta", "temperature"):
         if name in p:
             changes[name] = float(f"{float(p[name]):.3g}")  # 3 significant digits: readable YAML

@@ -46,10 +46,10 @@ PROBE_CYCLES = 5
 CONNECT_TIMEOUT_DRIVERS = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+pymysql",
                            "mysql+mysqldb")
 SEARCHED = ("kind", "horizon", "samples", "iterations", "elites", "init_std", "min_std", "noise_beta",
-            "temperature")
+            "temperature")  # and prior_samples, for a base planner that uses the policy prior (uses_prior)
 TABLE = [("trial", "{:>5}"), ("kind", "{:>4}"), ("H", "{:>3}"), ("K", "{:>5}"), ("iters", "{:>5}"),
-         ("elites", "{:>6}"), ("temp", "{:>5}"), ("std", "{:>5}"), ("beta", "{:>5}"), ("return", "{:>8}"),
-         ("p50 ms", "{:>7}"), ("p99 ms", "{:>7}"), ("misses", "{:>6}"), ("fits", "{:>4}")]
+         ("elites", "{:>6}"), ("prior", "{:>5}"), ("temp", "{:>5}"), ("std", "{:>5}"), ("beta", "{:>5}"),
+         ("return", "{:>8}"), ("p50 ms", "{:>7}"), ("p99 ms", "{:>7}"), ("misses", "{:>6}"), ("fits", "{:>4}")]
 
 
 def add_arguments(p) -> None:
@@ -178,7 +178,8 @@ def resolve(args) -> Setup:
 
 def evaluation_key(s: Setup) -> dict[str, Any]:
     """What makes two trials comparable; stored in the study and checked when it is resumed."""
-    planner = {k: v for k, v in to_dict(s.base.planner).items() if k not in SEARCHED}
+    searched = SEARCHED + (("prior_samples",) if uses_prior(s) else ())
+    planner = {k: v for k, v in to_dict(s.base.planner).items() if k not in searched}
     return {"task": s.task, "rate_hz": round(s.rate_hz, 9), "model_sha256": _file_sha256(s.model),
             "episodes_per_trial": s.episodes, "seed": s.seed, "threads": s.threads,
             "deadline_margin_s": s.base.loop.deadline_margin_s, "planner_fixed": planner,
@@ -256,7 +257,14 @@ def baseline_params(s: Setup) -> dict[str, Any]:
                noise_beta=clip(p.noise_beta, 0.0, sp.noise_beta_max))
     if kind == "mppi":
         out["temperature"] = clip(p.temperature, sp.temperature_min, sp.temperature_max)
+    if uses_prior(s):
+        out["prior_frac"] = clip(p.prior_samples / p.samples, sp.prior_frac_min, sp.prior_frac_max)
     return out
+
+
+def uses_prior(s: Setup) -> bool:
+    """The base planner mixes in policy-prior samples (a latent model's config): search their share."""
+    return s.base.planner.prior_samples > 0
 
 
 # ------------------------------------------------------------------ one trial
@@ -274,6 +282,7 @@ class SlowTrial(Exception):
 
 def describe(cfg) -> str:
     extra = f" T={cfg.temperature:.2f}" if cfg.kind == "mppi" else ""
+    extra += f" prior={cfg.prior_samples}" if cfg.prior_samples else ""
     return (f"{cfg.kind} H={cfg.horizon} K={cfg.samples} I={cfg.iterations} E={cfg.elites}{extra} "
             f"std={cfg.init_std:.2f} beta={cfg.noise_beta:.2f}")
 
@@ -313,7 +322,7 @@ def make_objective(s: Setup, total: int, count):
         trial.set_user_attr("seed", s.seed)
         what = "(no config)"
         try:
-            cfg = planner_from_params(suggest_params(trial, s.space, s.kinds), s.base.planner)
+            cfg = planner_from_params(suggest_params(trial, s.space, s.kinds, prior=uses_prior(s)), s.base.planner)
             what = describe(cfg)
             trial.set_user_attr("elites", cfg.elites)
             r = evaluate(s, cfg)
@@ -367,7 +376,7 @@ def collect(study, s: Setup) -> tuple[list[TrialResult], dict[str, int]]:
 def row(r: TrialResult, limit_ms: float) -> dict[str, Any]:
     c = r.extra["config"]
     return {"trial": r.number, "kind": c.kind, "horizon": c.horizon, "samples": c.samples,
-            "iterations": c.iterations, "elites": c.elites,
+            "iterations": c.iterations, "elites": c.elites, "prior_samples": c.prior_samples,
             "temperature": round(c.temperature, 4) if c.kind == "mppi" else "",
             "init_std": round(c.init_std, 4), "noise_beta": round(c.noise_beta, 4),
             "return_mean": round(r.return_mean, 3), "return_std": round(float(r.extra.get("return_std", 0.0)), 3),
@@ -389,7 +398,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    keys = ["trial", "kind", "horizon", "samples", "iterations", "elites", "temperature", "init_std",
+    keys = ["trial", "kind", "horizon", "samples", "iterations", "elites", "prior_samples", "temperature", "init_std",
             "noise_beta", "return_mean", "plan_ms_p50", "plan_ms_p99", "misses", "fits"]
     lines = ["  " + " ".join(fmt.format(name) for name, fmt in TABLE)]
     for r in rows:

@@ -170,3 +170,24 @@ def test_search_space_checks_its_ranges_and_caps_the_horizon():
 def test_trial_result_finite():
     assert TrialResult(0, 1.0, 1.0).finite
     assert not TrialResult(0, -math.inf, 1.0).finite and not TrialResult(0, 1.0, math.nan).finite
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
+def test_a_policy_prior_share_is_searched_and_always_leaves_planned_samples(where):
+    # a latent model's base: 24 of 512 samples from the policy prior (TD-MPC2)
+    base = PlannerConfig(kind="mppi", samples=512, elites=64, prior_samples=24)
+    space = SearchSpace(samples_min=2, samples_max=1024)
+    trial = FakeTrial(where)
+    cfg = planner_from_params(suggest_params(trial, space, ("mppi",), prior=True), base)
+    assert trial.asked["prior_frac"] == (space.prior_frac_min, space.prior_frac_max, True)
+    assert 1 <= cfg.prior_samples <= cfg.samples - 1
+    assert "prior_frac" not in FakeTrial().asked and "prior_frac" not in suggest_params(FakeTrial(), space, ("cem",))
+    assert planner_from_params({"samples": 100, "prior_frac": 0.25}, base).prior_samples == 25
+
+
+def test_fewer_samples_than_the_base_prior_still_make_a_valid_config():
+    base = PlannerConfig(kind="mppi", samples=512, elites=64, prior_samples=24)
+    cfg = planner_from_params({"samples": 16}, base)
+    assert (cfg.samples, cfg.prior_samples, cfg.elites) == (16, 15, 16)
+    with pytest.raises(ConfigError, match="prior_frac_min"):
+        SearchSpace(prior_frac_min=0.6, prior_frac_max=0.5)

@@ -144,14 +144,33 @@ def test_analysis_json_beside_the_model_caps_the_horizon(model, tmp_path, monkey
 
 def test_a_config_error_inside_a_trial_fails_that_trial_only(model, tmp_path, monkeypatch):
     import scripts.control
+    from configs import ConfigError
     from scripts.cli import main
 
-    monkeypatch.setattr(scripts.control, "run_episodes", lambda *a, **kw: _fake_result(1.0, 1.0))
+    def refuse(*a, **kw):
+        raise ConfigError("loop.rate_hz = 1e9 cannot be kept")
+
+    monkeypatch.setattr(scripts.control, "run_episodes", refuse)
     out = tmp_path / "tune"
-    # The base (100 samples, 50 from the prior) is valid, but no trial's 16..40 samples exceed 50.
-    rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "2", "--study", "s",
-               "--set", "planner.samples=100", "--set", "planner.prior_samples=50", "--space", "samples_max=40"])
+    rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "2", "--study", "s"])
     assert rc == 1  # nothing to choose from
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
-    assert all("prior_samples" in t.user_attrs["error"] for t in study.trials)
+    assert all("cannot be kept" in t.user_attrs["error"] for t in study.trials)
+
+
+def test_fewer_samples_than_the_base_prior_are_searched_with_a_smaller_prior(model, tmp_path, monkeypatch):
+    # A base with 50 of 100 samples from the policy prior; every trial draws 16..40 samples.
+    import scripts.control
+    from scripts.cli import main
+
+    seen = []
+    monkeypatch.setattr(scripts.control, "run_episodes",
+                        lambda model, task, cfg, **kw: seen.append(cfg.planner) or _fake_result(1.0, 1.0))
+    out = tmp_path / "tune"
+    rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "3", "--study", "s",
+               "--set", "planner.samples=100", "--set", "planner.prior_samples=50", "--space", "samples_max=40",
+               "--probe-factor", "0"])
+    assert rc == 0
+    assert len(seen) == 3 and all(1 <= p.prior_samples < p.samples <= 40 for p in seen)
+    assert seen[0].prior_samples == round(0.5 * seen[0].samples)  # the base's share (clipped into the space)
