@@ -42,8 +42,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
 
-def _ort_call(nodes, inputs, inits, out_shape, threads: int):
-    """One ONNX Runtime session over ``nodes``, called through IOBinding; returns a callable."""
+def ort_call(nodes, inputs, inits, out_shape, threads: int, spinning: bool = False):
+    """One ONNX Runtime session over ``nodes`` (inputs: (name, array) pairs, output ``y``),
+    called through IOBinding on fixed buffers; returns the callable."""
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -55,6 +56,7 @@ def _ort_call(nodes, inputs, inits, out_shape, threads: int):
     proto.ir_version = 9
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3
     sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     y = np.empty(out_shape, np.float32)
@@ -79,19 +81,19 @@ def _ort_calls(rows: int, inputs: int, width: int, threads: int) -> dict:
         x = rng.standard_normal((rows, n_in)).astype(np.float32)
         w = numpy_helper.from_array((rng.standard_normal((n_in, width)) / np.sqrt(n_in)).astype(np.float32), "w")
         b = numpy_helper.from_array(rng.standard_normal(width).astype(np.float32) * 0.1, "b")
-        calls[prefix + "matmul"] = _ort_call([helper.make_node("Gemm", ["x", "w"], ["y"])], [("x", x)], [w], shape,
+        calls[prefix + "matmul"] = ort_call([helper.make_node("Gemm", ["x", "w"], ["y"])], [("x", x)], [w], shape,
                                              threads)
-        calls[prefix + "layer"] = _ort_call([helper.make_node("Gemm", ["x", "w", "b"], ["h"]),
+        calls[prefix + "layer"] = ort_call([helper.make_node("Gemm", ["x", "w", "b"], ["h"]),
                                              helper.make_node("Sigmoid", ["h"], ["s"]),
                                              helper.make_node("Mul", ["h", "s"], ["y"])], [("x", x)], [w, b], shape,
                                             threads)
     x = rng.standard_normal(shape).astype(np.float32)
-    calls["matmul_op"] = _ort_call([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", x)], [
+    calls["matmul_op"] = ort_call([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", x)], [
         numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w")],
         shape, threads)
     silu = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
-    calls["quickgelu"] = _ort_call(silu, [("x", x)], [], shape, threads)
-    calls["relu"] = _ort_call([helper.make_node("Relu", ["x"], ["y"])], [("x", x)], [], shape, threads)
+    calls["quickgelu"] = ort_call(silu, [("x", x)], [], shape, threads)
+    calls["relu"] = ort_call([helper.make_node("Relu", ["x"], ["y"])], [("x", x)], [], shape, threads)
     return calls
 
 

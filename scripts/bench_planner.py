@@ -108,27 +108,14 @@ def ort_gemm(rows: int, n_in: int, n_out: int, threads: int):
     """One ONNX Runtime (MLAS) MatMul [rows, in] @ [in, out] per call, through IOBinding,
     ``threads`` intra-op threads with spinning on (its fastest)."""
     import numpy as np
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
+
+    from .bench_activation import ort_call
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n_in, n_out)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, n_in])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n_out])], [w])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    proto.ir_version = 9
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((rows, n_in)).astype(np.float32)
-    y = np.empty((rows, n_out), np.float32)
-    io = sess.io_binding()
-    io.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
-    io.bind_output("y", "cpu", 0, np.float32, y.shape, y.ctypes.data)
-    keep = (x, y)
-    return lambda: sess.run_with_iobinding(io) or keep
+    return ort_call([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", x)], [w], (rows, n_out), threads,
+                    spinning=True)
 
 
 def _command(args) -> str:
