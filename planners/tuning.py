@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from configs import Config, ConfigError, param
 from planners.base import PlannerConfig
 
-__all__ = ["SearchSpace", "TrialResult", "TrialLike", "suggest_params", "planner_from_params",
+__all__ = ["SearchSpace", "TrialResult", "TrialLike", "suggest_params", "planner_from_params", "shrink_to_fit",
            "dominates", "pareto_front", "deadline_limit_ms", "fits_deadline", "choose_best", "KINDS"]
 
 KINDS = ("cem", "mppi")
@@ -130,6 +130,29 @@ def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = Planner
             changes[name] = float(f"{float(p[name]):.3g}")  # 3 significant digits: readable YAML
     changes["min_std"] = min(base.min_std, float(changes.get("init_std", base.init_std)))
     return base.replace(**changes)
+
+
+def shrink_to_fit(params: Mapping[str, Any], plan_ms: float, limit_ms: float, space: SearchSpace,
+                  margin: float = 0.9) -> dict[str, Any] | None:
+    """The same trial params with fewer iterations, then fewer samples, so that a plan that
+    took ``plan_ms`` takes about ``margin * limit_ms`` (plan time taken as proportional to
+    iterations x samples); None if it already fits or cannot shrink within ``space``.
+
+    Used for the base config when it is too slow: its own planner made cheaper is the
+    first thing a person would try, and a noisy search over every option may not find it.
+    """
+    if not (math.isfinite(plan_ms) and plan_ms > limit_ms > 0):
+        return None
+    factor = margin * limit_ms / plan_ms
+    out = dict(params)
+    iterations, samples = int(params["iterations"]), int(params["samples"])
+    new_iterations = max(space.iterations_min, min(iterations, math.floor(iterations * factor)))
+    left = factor * iterations / new_iterations  # what the samples must still give up
+    new_samples = samples if left >= 1.0 else max(space.samples_min, math.floor(samples * left))
+    if (new_iterations, new_samples) == (iterations, samples):
+        return None
+    out.update(iterations=new_iterations, samples=new_samples)
+    return out
 
 
 @dataclass(frozen=True)

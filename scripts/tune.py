@@ -331,6 +331,8 @@ def make_objective(s: Setup, total: int, count):
             trial.set_constraint("deadline_excess_ms", slow.p50_ms - s.limit_ms)  # steers the sampler
             log.info("%s %s: pruned, %s > %g x budget %.1f ms", where, what, slow, s.probe_factor,
                      s.budget_ms)
+            if trial.user_attrs.get("baseline"):
+                enqueue_shrunk_base(trial, s, slow.p50_ms)
             raise optuna.TrialPruned(str(slow)) from None
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
@@ -346,9 +348,25 @@ def make_objective(s: Setup, total: int, count):
         fits = "fits" if p99 <= s.limit_ms else "over"
         log.info("%s %s: return %.1f, plan p99 %.1f ms (%s %.1f), %d misses, %.0f s", where, what,
                  r["return_mean"], p99, fits, s.limit_ms, r["misses"], seconds)
+        if trial.user_attrs.get("baseline"):
+            enqueue_shrunk_base(trial, s, p99)
         return r["return_mean"], p99
 
     return objective
+
+
+def enqueue_shrunk_base(trial, s: Setup, plan_ms: float) -> None:
+    """The base config was over the accepted limit: queue it with fewer iterations (then
+    samples) as the next trial, scaled by the time it took (planners.tuning.shrink_to_fit)."""
+    from planners.tuning import shrink_to_fit
+
+    params = shrink_to_fit(trial.params, plan_ms, s.limit_ms, s.space)
+    if params is None:
+        return
+    trial.study.enqueue_trial(params, user_attrs={"baseline_shrunk": True}, skip_if_exists=True)
+    log.info("the base config is over %.1f ms: the next trial is its planner with %d iterations and %d samples "
+             "(was %d and %d)", s.limit_ms, params["iterations"], params["samples"], trial.params["iterations"],
+             trial.params["samples"])
 
 
 # ------------------------------------------------------------------ results

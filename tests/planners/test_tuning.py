@@ -18,6 +18,7 @@ from planners.tuning import (
     fits_deadline,
     pareto_front,
     planner_from_params,
+    shrink_to_fit,
     suggest_params,
 )
 
@@ -191,3 +192,19 @@ def test_fewer_samples_than_the_base_prior_still_make_a_valid_config():
     assert (cfg.samples, cfg.prior_samples, cfg.elites) == (16, 15, 16)
     with pytest.raises(ConfigError, match="prior_frac_min"):
         SearchSpace(prior_frac_min=0.6, prior_frac_max=0.5)
+
+
+def test_shrink_to_fit_cuts_iterations_first_then_samples():
+    space = SearchSpace()
+    base = {"kind": "mppi", "horizon": 3, "samples": 512, "iterations": 6, "elite_frac": 0.125}
+    # 57 ms against 31.5: x 0.497 (0.9 margin) -> 2 of 6 iterations already give x 0.33
+    assert shrink_to_fit(base, 57.0, 31.5, space) == {**base, "iterations": 2}
+    # one iteration left: the samples take the rest (100 ms -> 45 ms: x 0.45)
+    assert shrink_to_fit({**base, "iterations": 1}, 100.0, 50.0, space)["samples"] == 230
+    # x 0.6: 4 -> 2 iterations (x 0.5) is enough, the samples stay
+    assert shrink_to_fit({**base, "iterations": 4}, 75.0, 50.0, space) == {**base, "iterations": 2}
+    # x 0.45: 2 -> 1 iteration is x 0.5, the samples give up the rest (x 0.9)
+    assert shrink_to_fit({**base, "iterations": 2}, 100.0, 50.0, space) == {**base, "iterations": 1, "samples": 460}
+    assert shrink_to_fit(base, 30.0, 31.5, space) is None  # fits already
+    assert shrink_to_fit({**base, "iterations": 1, "samples": 16}, 100.0, 50.0, space) is None  # nothing to cut
+    assert shrink_to_fit(base, math.nan, 31.5, space) is None

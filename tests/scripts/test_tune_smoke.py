@@ -174,3 +174,26 @@ def test_fewer_samples_than_the_base_prior_are_searched_with_a_smaller_prior(mod
     assert rc == 0
     assert len(seen) == 3 and all(1 <= p.prior_samples < p.samples <= 40 for p in seen)
     assert seen[0].prior_samples == round(0.5 * seen[0].samples)  # the base's share (clipped into the space)
+
+
+def test_a_base_config_over_the_limit_is_tried_next_with_fewer_iterations(model, tmp_path, monkeypatch):
+    # plan time proportional to iterations x samples: the base (6 x 100) takes 60 ms against 31.5
+    import scripts.control
+    from scripts.cli import main
+
+    seen = []
+
+    def fake(model, task, cfg, **kw):
+        seen.append(cfg.planner)
+        return _fake_result(1.0, 0.1 * cfg.planner.iterations * cfg.planner.samples)
+
+    monkeypatch.setattr(scripts.control, "run_episodes", fake)
+    out = tmp_path / "tune"
+    rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "3", "--study", "s", "--rate", "20",
+               "--set", "planner.iterations=6", "--set", "planner.samples=100", "--probe-factor", "0"])
+    assert rc == 0
+    assert (seen[0].iterations, seen[0].samples) == (6, 100)
+    assert (seen[1].iterations, seen[1].samples, seen[1].horizon) == (2, 100, seen[0].horizon)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[1].user_attrs.get("baseline_shrunk") is True
+    assert "baseline_shrunk" not in study.trials[2].user_attrs
