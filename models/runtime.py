@@ -118,13 +118,15 @@ _PETS_DISABLED_OPTIMIZERS = ("TransposeOptimizer", "TransposeOptimizer_CPUExecut
 
 
 def _open(path: str | os.PathLike, threads: int, allow_spinning: bool,
-          disabled_optimizers: tuple[str, ...] = ()) -> ort.InferenceSession:
+          disabled_optimizers: tuple[str, ...] = (), profile_prefix: str | None = None) -> ort.InferenceSession:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file {p} not found: export one with models.export.export_onnx")
+    opts = session_options(threads, allow_spinning)
+    if profile_prefix is not None:
+        opts.enable_profiling, opts.profile_file_prefix = True, str(profile_prefix)
     try:
-        return ort.InferenceSession(str(p), session_options(threads, allow_spinning),
-                                    providers=["CPUExecutionProvider"],
+        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(disabled_optimizers))
     except Exception as err:  # ORT raises its own exception types for a bad protobuf
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -150,7 +152,7 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
     ``rng``, ``reward_fn``, ``gamma``, ``parallel`` (see :class:`PETSRolloutModel`).
     A missing, damaged or foreign file is a ModelError with a one-line message.
     """
-    sess = _open(path, threads, allow_spinning)
+    sess = open_session(path, threads, allow_spinning=allow_spinning)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     kind = meta.get("kind")
     if kind is None:
@@ -159,9 +161,18 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
     if kind not in _KINDS:
         raise ModelError(f"model file {path} holds a {kind!r} model; this runtime loads "
                          f"{', '.join(sorted(_KINDS))}")
-    if kind == "pets":
-        sess = _open(path, threads, allow_spinning, _PETS_DISABLED_OPTIMIZERS)
     return _KINDS[kind](sess, meta, str(path), **options)
+
+
+def open_session(path: str | os.PathLike, threads: int = 1, *, allow_spinning: bool = False,
+                 profile_prefix: str | None = None) -> ort.InferenceSession:
+    """The ONNX Runtime session of a model file, opened as :func:`load_model` opens it
+    (:func:`session_options`; for a PETS model, its graph optimizers switched off);
+    ``profile_prefix``: write ONNX Runtime's profile (``end_profiling()``) there."""
+    sess = _open(path, threads, allow_spinning, profile_prefix=profile_prefix)
+    if sess.get_modelmeta().custom_metadata_map.get("kind") == "pets":
+        sess = _open(path, threads, allow_spinning, _PETS_DISABLED_OPTIMIZERS, profile_prefix)
+    return sess
 
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from statistics import median
 
 COLUMNS = ("matmul", "matmul_op", "layer", "quickgelu", "relu", "in_matmul", "in_layer")
 
@@ -120,12 +121,6 @@ def _rounds(calls: dict, seconds: float, rounds: int = 7) -> list[dict]:
     return out
 
 
-def _median(xs) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
-
-
 def run(args) -> int:
     from configs import ConfigError
 
@@ -135,10 +130,10 @@ def run(args) -> int:
                           "--threads >= 1 and --seconds > 0")
     elements = args.rows * args.width
     rounds = _rounds(_ort_calls(args.rows, args.inputs, args.width, args.threads), args.seconds)
-    ns = {name: 1e9 * _median(r[name] for r in rounds) / elements for name in COLUMNS}
-    share = {name: _median(r[name] / r["matmul"] for r in rounds) for name in COLUMNS}
+    ns = {name: 1e9 * median(r[name] for r in rounds) / elements for name in COLUMNS}
+    share = {name: median(r[name] / r["matmul"] for r in rounds) for name in COLUMNS}
     # the network: one input layer and --hidden-layers width -> width layers (the head left out)
-    network = _median((r["in_matmul"] + args.hidden_layers * r["matmul"])
+    network = median((r["in_matmul"] + args.hidden_layers * r["matmul"])
                       / (r["in_layer"] + args.hidden_layers * r["layer"]) for r in rounds)
     layer = 1.0 / share["layer"]
     gemm_gflops = 2 * args.width / ns["matmul"]

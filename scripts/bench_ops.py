@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--dim", dest="dims", action="append", default=[], metavar="NAME=SIZE",
                    help="size of the free dimension NAME (as the model's inputs name it); repeatable")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--calls", type=int, default=50, help="profiled calls (after 5 unprofiled warm-up calls)")
+    p.add_argument("--calls", type=int, default=50,
+                   help="timed calls, after 5 warm-up calls (the profile averages those in too)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
 
@@ -70,14 +71,10 @@ def _inputs(sess, rows: int, dims: dict[str, int]) -> dict:
 
 def profile(path: Path, rows: int, threads: int, calls: int, dims: dict[str, int] | None = None) -> dict:
     """Per-operator kernel time of ``calls`` calls; the whole call timed without the profiler too."""
-    import onnxruntime as ort
+    from models.runtime import open_session
 
-    from models.runtime import _PETS_DISABLED_OPTIMIZERS, read_metadata, session_options
-
-    kind = read_metadata(path).get("kind")  # a ModelError for a missing or damaged file
-    disabled = list(_PETS_DISABLED_OPTIMIZERS) if kind == "pets" else []
-    plain = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"],
-                                 disabled_optimizers=disabled)
+    plain = open_session(path, threads)  # a ModelError for a missing or damaged file
+    kind = plain.get_modelmeta().custom_metadata_map.get("kind")
     free = {d for i in plain.get_inputs() for d in i.shape if not isinstance(d, int)}
     unknown = sorted(set(dims or {}) - free)
     if unknown:
@@ -93,10 +90,7 @@ def profile(path: Path, rows: int, threads: int, calls: int, dims: dict[str, int
         plain.run(None, feeds)
     call_ms = 1e3 * (time.perf_counter() - t) / calls
     with tempfile.TemporaryDirectory(prefix="rtmpc-ops-") as tmp:
-        opts = session_options(threads)
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ops")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+        sess = open_session(path, threads, profile_prefix=str(Path(tmp) / "ops"))
         for _ in range(5):
             sess.run(None, feeds)
         for _ in range(calls):
