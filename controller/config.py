@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from configs import Config, ConfigError, param
 
-__all__ = ["LoopConfig", "SafetyConfig", "LoopTiming"]
+__all__ = ["LoopConfig", "SafetyConfig", "LoopTiming", "MAX_RATE_HZ"]
+
+MAX_RATE_HZ = 100_000.0  # the fastest loop rate accepted (a 10 us period)
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class LoopConfig(Config):
     """Fixed-rate receding-horizon loop: rate, deadline, planning mode, run-time settings."""
 
     rate_hz: float | None = param(None, "control rate in Hz; null = the task's rate "
-                                        "(1 / control period)", gt=0.0, le=100_000.0)
+                                        "(1 / control period)", gt=0.0, le=MAX_RATE_HZ)
     deadline_margin_s: float | None = param(None, "time kept free at the end of each period "
                                                   "for filter, send and record: the plan's "
                                                   "deadline is wake time + period - margin; "
@@ -81,13 +84,20 @@ class LoopTiming:
         return 1.0 / self.period_s
 
     @classmethod
-    def resolve(cls, config: LoopConfig, task_rate_hz: float | None = None) -> LoopTiming:
-        rate = config.rate_hz if config.rate_hz is not None else task_rate_hz
+    def resolve(cls, config: LoopConfig, task_rate_hz: float | None = None, *,
+                rate_hz: float | None = None) -> LoopTiming:
+        """The one place the control rate is chosen: ``rate_hz`` (the command line) wins
+        over ``config.rate_hz`` (the file), which wins over ``task_rate_hz`` (the model's
+        step rate). Everything that depends on the rate (the loop's deadlines, the safety
+        filter's rate limit and watchdog, a bridge robot's period, the cycle count, the
+        printed target) takes the one object this returns."""
+        for name, value in (("rate", rate_hz), ("task rate", task_rate_hz)):
+            if value is not None and not (math.isfinite(value) and 0.0 < value <= MAX_RATE_HZ):
+                raise ConfigError(f"{name} {value!r} Hz is out of range: must be > 0 and <= {MAX_RATE_HZ:g}")
+        rate = rate_hz if rate_hz is not None else config.rate_hz if config.rate_hz is not None else task_rate_hz
         if rate is None:
             raise ConfigError("loop.rate_hz is not set and no task rate was given: set "
                               "loop.rate_hz or pass the task's rate")
-        if not rate > 0.0:
-            raise ConfigError(f"control rate {rate!r} Hz must be > 0")
         period = 1.0 / rate
         margin = 0.1 * period if config.deadline_margin_s is None else config.deadline_margin_s
         if margin >= period:

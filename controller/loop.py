@@ -86,8 +86,9 @@ class ControlLoop:
 
     robot: :class:`~controller.base.Robot`; planner: a :class:`~planners.base.Planner`
     whose ``planned_actions()`` is (H, A); safety: a :class:`SafetyFilter` over the same
-    A actions; config: :class:`LoopConfig`; clock: default MonotonicClock; rate_hz: the
-    task's rate, used when ``config.rate_hz`` is null; run_dir: where :meth:`run` writes
+    A actions; config: :class:`LoopConfig`; clock: default MonotonicClock; timing: the
+    resolved :class:`LoopTiming` (default: resolved from ``config``, whose rate_hz must
+    then be set), the same object the safety filter and robot were built for; run_dir: where :meth:`run` writes
     ``telemetry.npz`` and ``telemetry_summary.json`` (None: nothing written).
 
     After :meth:`run`, :attr:`telemetry` holds the records and :attr:`summary` the summary.
@@ -96,9 +97,9 @@ class ControlLoop:
 
     def __init__(self, robot: Robot, planner: Planner, safety: SafetyFilter,
                  config: LoopConfig = LoopConfig(), *, clock: Clock | None = None,
-                 rate_hz: float | None = None, run_dir: str | Path | None = None):
+                 timing: LoopTiming | None = None, run_dir: str | Path | None = None):
         self.robot, self.planner, self.safety, self.config = robot, planner, safety, config
-        self.timing = LoopTiming.resolve(config, rate_hz)
+        self.timing = timing if timing is not None else LoopTiming.resolve(config)
         self.clock = clock if clock is not None else MonotonicClock()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.telemetry: Telemetry | None = None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import flags
+
 log = logging.getLogger(__name__)
 
 # Keys of the report repeated on the JSON line (analysis.json holds everything).
@@ -39,20 +41,23 @@ def add_arguments(p) -> None:
     p.add_argument("--config", help="run config for the planner and task (default: RUN_DIR/config.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set planner.samples=100")
-    p.add_argument("--episodes", type=int, default=2, help="episodes with the controller's actions (default 2)")
-    p.add_argument("--random-episodes", type=int, help="episodes with random actions (default: --episodes)")
-    p.add_argument("--horizon", type=int, default=0,
+    p.add_argument("--episodes", type=flags.count(0, 100_000), default=2,
+                   help="episodes with the controller's actions (default 2)")
+    p.add_argument("--random-episodes", type=flags.count(0, 100_000),
+                   help="episodes with random actions (default: --episodes)")
+    p.add_argument("--horizon", type=flags.count(0, 1000), default=0,
                    help="H: open-loop steps to measure (default: twice the planner's horizon)")
-    p.add_argument("--steps", type=int, default=0, help="cap on steps per episode (default: the task's episode)")
-    p.add_argument("--stride", type=int, default=1, help="steps between window starts (default 1)")
+    p.add_argument("--steps", type=flags.count(0, 10**7), default=0,
+                   help="cap on steps per episode (default: the task's episode)")
+    p.add_argument("--stride", type=flags.count(1, 10**6), default=1, help="steps between window starts (default 1)")
     p.add_argument("--fraction", type=float, default=0.5,
                    help="suggested horizon: last k whose return error is within FRACTION x the spread of "
                         "the true k-step return (default 0.5)")
     p.add_argument("--propagation", choices=("members", "expectation"),
                    help="PETS: each member keeps its own trajectory (members, the default), or the members' mean "
                         "is fed back (expectation)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the first episode")
     p.add_argument("--out", help="directory for analysis.json and the plots (default: RUN_DIR, else beside "
                                  "the model)")
 

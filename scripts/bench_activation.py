@@ -28,17 +28,20 @@ import os
 import time
 from statistics import median
 
+from . import flags
+
 COLUMNS = ("matmul", "matmul_op", "layer", "quickgelu", "relu", "in_matmul", "in_layer")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--rows", type=int, default=1000, help="rows per call (the planner: candidates x particles "
+    p.add_argument("--rows", type=flags.count(1, 10**7), default=1000,
+                   help="rows per call (the planner: candidates x particles "
                                                          "per member)")
     p.add_argument("--width", type=int, default=200, help="hidden units")
     p.add_argument("--inputs", type=int, default=6, help="the input layer's inputs (PETS: obs + action dims)")
     p.add_argument("--hidden-layers", type=int, default=2, help="width -> width layers after the input layer "
                                                                 "(the PETS workload's 3 hidden layers: 2)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--seconds", type=float, default=0.5, help="time per operator, spread over 7 rounds (medians kept)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 

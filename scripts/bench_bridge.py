@@ -22,13 +22,15 @@ import time
 
 import numpy as np
 
+from . import flags
+
 COLUMNS = ("p50", "p99", "max")
 
 
 def add_arguments(p) -> None:
     p.add_argument("--task", default="cartpole-swingup", help="robot task (default cartpole-swingup, 100 Hz)")
-    p.add_argument("--cycles", type=int, default=3000, help="observations to answer (default 3000)")
-    p.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    p.add_argument("--cycles", type=flags.count(1, 10**9), default=3000, help="observations to answer (default 3000)")
+    p.add_argument("--port", type=flags.count(0, 65535), default=0, help="loopback port (default: a free one)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
 

@@ -12,6 +12,8 @@ import json
 import math
 import os
 
+from . import flags
+
 COLUMNS = [("mode", "{:>6s}"), ("rate_hz", "{:8.2f}"), ("cycles", "{:7d}"), ("misses", "{:6d}"),
            ("miss_rate", "{:9.4f}"), ("plan_ms_p50", "{:8.2f}"), ("plan_ms_p99", "{:8.2f}"),
            ("jitter_ms_p50", "{:9.3f}"), ("jitter_ms_p99", "{:9.3f}"), ("jitter_ms_max", "{:9.3f}"),
@@ -23,10 +25,10 @@ def add_arguments(p) -> None:
     p.add_argument("--task", help="task (default: the model's)")
     p.add_argument("--config", help="YAML with planner/loop/safety sections (default: the model's run config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--rate", type=float, help="loop rate in Hz (default: the model's step rate)")
-    p.add_argument("--cycles", type=int, default=2000, help="cycles per mode")
+    p.add_argument("--rate", type=flags.rate(), help="loop rate in Hz (default: the model's step rate)")
+    p.add_argument("--cycles", type=flags.count(1, 10**9), default=2000, help="cycles per mode")
     p.add_argument("--mode", choices=("async", "sync", "both"), default="both", help="loop mode(s) to measure")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
 

@@ -22,15 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import flags
+
 
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="exported model (model.onnx, model.int8.onnx, ...)")
-    p.add_argument("--rows", type=int, default=1000, help="size of the inputs' free dimensions (PETS: rows per "
+    p.add_argument("--rows", type=flags.count(1, 10**7), default=1000,
+                   help="size of the inputs' free dimensions (PETS: rows per "
                                                          "member)")
     p.add_argument("--dim", dest="dims", action="append", default=[], metavar="NAME=SIZE",
                    help="size of the free dimension NAME (as the model's inputs name it); repeatable")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--calls", type=int, default=50,
+    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--calls", type=flags.count(1, 10**7), default=50,
                    help="timed calls, after 5 warm-up calls (the profile averages those in too)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 

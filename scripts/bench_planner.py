@@ -48,6 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import flags
+
 log = logging.getLogger(__name__)
 
 COLUMNS = [("impl", "s"), ("threads", "d"), ("mode", "s"), ("ms_median", ".1f"), ("ms_p90", ".1f"),
@@ -73,22 +75,25 @@ def add_arguments(p) -> None:
                    help="ONNX graph layout (models.export.LAYOUTS)")
     g = p.add_argument_group("planner")
     g.add_argument("--planner", default="mppi", choices=("cem", "mppi"))
-    g.add_argument("--samples", type=int, default=None, help="candidate sequences K (default 1000 pets, 512 latent)")
-    g.add_argument("--horizon", type=int, default=None, help="horizon H (default 30 pets, 3 latent)")
-    g.add_argument("--iterations", type=int, default=None, help="iterations per plan (default 1 pets, 6 latent)")
+    g.add_argument("--samples", type=flags.count(2, 1_000_000), default=None,
+                   help="candidate sequences K (default 1000 pets, 512 latent)")
+    g.add_argument("--horizon", type=flags.count(1, 1000), default=None, help="horizon H (default 30 pets, 3 latent)")
+    g.add_argument("--iterations", type=flags.count(1, 1000), default=None,
+                   help="iterations per plan (default 1 pets, 6 latent)")
     g.add_argument("--elites", type=int, default=0, help="elites (0: K / 10, at least 2; 64 latent)")
     g.add_argument("--prior-samples", type=int, default=None, help="policy-prior trajectories (latent; default 24)")
-    g.add_argument("--threads", type=int, default=1, help="threads for every implementation (and the bound)")
+    g.add_argument("--threads", type=flags.threads(), default=1,
+                   help="threads for every implementation (and the bound)")
     g = p.add_argument_group("measurement")
-    g.add_argument("--repeats", type=int, default=20, help="timed plans per implementation")
-    g.add_argument("--warmup", type=int, default=3, help="untimed plans first")
+    g.add_argument("--repeats", type=flags.count(1, 10**6), default=20, help="timed plans per implementation")
+    g.add_argument("--warmup", type=flags.count(0, 10**6), default=3, help="untimed plans first")
     g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of default "
                                                    "(load_model's), lanes (always split), intra, intra-spin")
     g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
     g.add_argument("--int8", action="store_true", help="also time the int8 copy of the export (models.quantize; "
                                                      "load_model's default mode)")
     g.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=flags.seed(), default=0)
     g.add_argument("--json", action="store_true", help="print only one JSON line")
 
 

@@ -163,10 +163,9 @@ def train(args) -> int:
     for name in args.tasks:
         ref = REFERENCE[name]
         out = Path(args.out) / f"tdmpc-{name}-s{args.seed}"
-        ns = argparse.Namespace(config=f"tdmpc_{name}", overrides=list(args.overrides), seed=args.seed,
-                                out=str(out), resume=args.resume, steps=args.steps)
         t0 = time.perf_counter()
-        train_cmd.run(ns)
+        train_cmd.train_run(f"tdmpc_{name}", overrides=list(args.overrides), seed=args.seed, out=out,
+                            resume=args.resume, steps=args.steps)
         wall = time.perf_counter() - t0
         with open(out / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))

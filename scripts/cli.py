@@ -36,11 +36,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, TaskError, ModelError, FileNotFoundError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag or value is one line on stderr (exit status 2), no usage dump:
+    ``rtmpc control: error: argument --rate: 0.0 is out of range: must be > 0 and <= 100000``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from models.fileio import rtmpc_version
+
+    parser = OneLineParser(
         prog="rtmpc", description="Real-time model predictive control with learned models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"rtmpc {rtmpc_version()}",
+                        help="print the version (the one stamped into exported models) and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod = importlib.import_module(module)
@@ -51,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad flag (already printed as one line)
+        return int(done.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname).1s %(name)s: %(message)s")
     for noisy in ("absl", "OpenGL", "matplotlib", "numba"):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import flags
+
 log = logging.getLogger(__name__)
 
 KEYS = ["episodes", "return_mean", "return_std", "cycles", "misses", "rate_hz", "plan_ms_p50", "plan_ms_p99",
@@ -37,9 +39,10 @@ def add_arguments(p) -> None:
                                     "default: config.yaml beside the model, if there is one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set planner.samples=100")
-    p.add_argument("--rate", type=float, help="control rate in Hz (default: the model's step rate)")
-    p.add_argument("--episodes", type=int, default=1, help="episodes to run")
-    p.add_argument("--cycles", type=int, default=0, help="cycles per episode (default: the task's episode)")
+    p.add_argument("--rate", type=flags.rate(), help="control rate in Hz (default: the model's step rate)")
+    p.add_argument("--episodes", type=flags.count(1, 100_000), default=1, help="episodes to run")
+    p.add_argument("--cycles", type=flags.count(0, 10**9), default=0,
+                   help="cycles per episode (default: the task's episode)")
     p.add_argument("--realtime", action="store_true", help="wall-clock robot instead of lockstep")
     p.add_argument("--commit", choices=("now", "next"),
                    help="now: send the plan made on this cycle's observation when it is ready; next: send at wake "
@@ -49,8 +52,8 @@ def add_arguments(p) -> None:
                                                        "(e.g. tcp/127.0.0.1:7447) through the bridge")
     p.add_argument("--video", help="write a video of the first episode (.mp4 or .gif)")
     p.add_argument("--out", help="directory for telemetry (default: beside the model, control/)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
+    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the first episode (episode i uses seed+i)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
 
@@ -73,7 +76,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     an in-process SimRobot; the local task only gives the sizes and the bounds.
     """
     import sim
-    from controller import ControlLoop, FastForwardClock, MonotonicClock, SafetyFilter, summarize
+    from controller import ControlLoop, FastForwardClock, LoopTiming, MonotonicClock, SafetyFilter, summarize
     from controller.plot import plot_episode
     from models.base import ModelError
     from models.runtime import load_model
@@ -81,7 +84,8 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
 
     model = load_model(model_path, threads=threads, rng=np.random.default_rng(seed))
     meta = model.dims.meta
-    task = task or meta.get("task")
+    trained_on = meta.get("task")
+    task = task or trained_on
     if not task:
         raise ModelError(f"{model_path} does not say which task it was trained on: pass --task")
     repeat = int(meta.get("action_repeat", 1))
@@ -92,39 +96,42 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             video = None
     returns, records, summaries, bridge = [], [], [], {}
     task_cfg = cfg.task.replace(name=task)  # keeps a cost section for an MJCF task
+    probe = sim.make(task_cfg, action_repeat=repeat)
+    model_spec = probe.spec
+    probe.close()
+    _check_task(model_path, model.dims, trained_on, model_spec)
+    # The one resolution of the rate: --rate, else the file's loop.rate_hz, else the model's step rate.
+    timing = LoopTiming.resolve(cfg.loop, 1.0 / model_spec.control_period, rate_hz=rate_hz)
     if stretch_episode and cycles:
-        period = sim.make(task_cfg, action_repeat=repeat).spec.control_period
-        seconds = cycles / (rate_hz or cfg.loop.rate_hz or 1.0 / period)
-        task_cfg = task_cfg.replace(episode_steps=int(math.ceil(seconds / period)) + 2)
+        period = model_spec.control_period
+        task_cfg = task_cfg.replace(episode_steps=int(math.ceil(cycles * timing.period_s / period)) + 2)
     # A config's episode_steps counts model steps; the wall-clock robot steps each physics control step.
     robot_task = task_cfg.replace(action_repeat=1 if realtime else repeat,
                                   episode_steps=task_cfg.episode_steps * (repeat if realtime else 1))
     for ep in range(episodes):
         env = sim.make(robot_task, seed=seed + ep)
         spec = env.spec
-        if spec.obs_dim != model.dims.obs_dim or spec.act_dim != model.dims.act_dim:
-            raise ModelError(f"{model_path} has obs {model.dims.obs_dim}, act {model.dims.act_dim} but task "
-                             f"{task} has obs {spec.obs_dim}, act {spec.act_dim}: use the model trained on it")
-        model_period = spec.control_period * (repeat if realtime else 1)
-        rate = rate_hz or cfg.loop.rate_hz or 1.0 / model_period
         if robot_endpoint:
-            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, rate, env), cfg.safety.replace(stale_from="stamp")
+            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, env), \
+                cfg.safety.replace(stale_from="stamp")
         else:
             robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
                                              record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0), cfg.safety
         planner = make_planner(cfg.planner, model, rng=seed + ep)
-        safety = SafetyFilter(spec.action_low, spec.action_high, 1.0 / rate, safety_cfg,
+        safety = SafetyFilter(spec.action_low, spec.action_high, timing.period_s, safety_cfg,
                               safe_action=spec.safe_action)
         # Lockstep plans inline (sync) on a clock that skips idle time: the action used is always
         # the plan's, and a plan that would have been late in real time is still counted a miss.
         # With loop.commit = next the action sent (and simulated) in a cycle is the previous cycle's plan.
         clock = MonotonicClock() if realtime else FastForwardClock()
         loop_cfg = cfg.loop if realtime else cfg.loop.replace(mode="sync")
-        loop = ControlLoop(robot, planner, safety, loop_cfg, clock=clock, rate_hz=rate,
+        loop = ControlLoop(robot, planner, safety, loop_cfg, clock=clock, timing=timing,
                            run_dir=(out / f"episode{ep}") if out else None)
-        max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period * rate))
+        max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period
+                                                                     * timing.rate_hz))
         if robot_endpoint and not (cycles or cfg.loop.max_cycles):
-            max_cycles += int(math.ceil(rate))  # the robot's episode starts at its first command: let its end stop us
+            # the robot's episode starts at its first command: let its end stop us
+            max_cycles += int(math.ceil(timing.rate_hz))
         try:
             summary = loop.run(max_cycles=max_cycles)
         finally:
@@ -159,7 +166,8 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
               "fallbacks": total["fallbacks"], "task": task, "planner": cfg.planner.kind,
               "mode": "bridge" if robot_endpoint else "realtime" if realtime else "lockstep",
               "loop_mode": cfg.loop.mode if realtime else "sync", "commit": cfg.loop.commit,
-              "rate_hz_target": rate, "threads_ort": threads, "stop_reason": summaries[-1].get("stop_reason")}
+              "rate_hz_target": timing.rate_hz, "budget_ms": 1e3 * timing.budget_s, "threads_ort": threads,
+              "stop_reason": summaries[-1].get("stop_reason")}
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):
             result[f"{k}_{q}"] = total[f"{k}_{q}"]
@@ -168,14 +176,27 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     return result
 
 
-def _bridge_robot(endpoint: str, spec, rate: float, env):
+def _check_task(model_path, dims, trained_on: str | None, spec) -> None:
+    """Refuse a task whose sizes differ from the model's; warn about another task of the same sizes."""
+    from models.base import ModelError
+
+    names = f"task {spec.name}" + (f" (the model was trained on {trained_on})" if trained_on else "")
+    if spec.obs_dim != dims.obs_dim or spec.act_dim != dims.act_dim:
+        raise ModelError(f"{model_path} has obs {dims.obs_dim}, act {dims.act_dim} but {names} has obs "
+                         f"{spec.obs_dim}, act {spec.act_dim}: use the model trained on it")
+    if trained_on and trained_on != spec.name:
+        log.warning("%s was trained on %s, not %s: the sizes match, but its predictions are for %s",
+                    model_path, trained_on, spec.name, trained_on)
+
+
+def _bridge_robot(endpoint: str, spec, period_s: float, env):
     """A BridgeRobot to ``endpoint`` for the task ``spec`` (the local ``env`` is closed: the
     robot's process simulates). Its stamps are arrival times on the loop's clock, so the
     watchdog measures staleness from them (safety.stale_from = stamp)."""
     from controller.bridge import BridgeConfig, BridgeRobot
 
     env.close()
-    return BridgeRobot(spec.obs_dim, spec.act_dim, 1.0 / rate, BridgeConfig(endpoint=endpoint))
+    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, BridgeConfig(endpoint=endpoint))
 
 
 def print_summary(r: dict) -> None:

@@ -6,11 +6,13 @@
 3. Run the fixed-rate loop over the exported model for one episode on MuJoCo in
    wall-clock mode, recording a video.
 4. Print the return and the real-time statistics.
+
+Each stage is called through its command's typed function (``train_run``, ``export_run``,
+``run_episodes``), never through a hand-built argparse namespace.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -25,30 +27,41 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from . import control, export, train
+    quickstart(args.out, config=args.config, overrides=args.overrides, as_json=args.json)
+    return 0
+
+
+def quickstart(out: str | Path = "runs/quickstart", *, config: str = "pets_cartpole", overrides=(),
+               as_json: bool = False) -> dict:
+    """Train (or resume) into ``out``, export with a parity check, run one wall-clock episode
+    with a video; print each stage and return the loop's summary with the parity and timings."""
+    from .control import control_config, print_summary, run_episodes
+    from .export import export_run, print_export
+    from .train import train_run
 
     t0 = time.perf_counter()
-    out = Path(args.out)
-    print(f"== 1/3 train PETS ({args.config}) into {out}")
-    targs = argparse.Namespace(config=args.config, overrides=args.overrides, seed=None, out=str(out),
-                               resume=True, steps=None)
-    train.run(targs)
+    out = Path(out)
+    print(f"== 1/3 train PETS ({config}) into {out}")
+    train_run(config, out=out, overrides=list(overrides), resume=True)
     t_train = time.perf_counter() - t0
 
     print("== 2/3 export to ONNX and check against PyTorch")
-    export.run(argparse.Namespace(run_dir=str(out), out=None, samples=1024, json=False))
+    exported = export_run(out)
+    print_export(exported)
 
     print("== 3/3 control loop, wall-clock MuJoCo robot, one episode")
-    cfg = control.control_config(out / "config.yaml", [], None)
+    cfg = control_config(out / "config.yaml", [], None)
     video = out / "episode.mp4"
-    result = control.run_episodes(out / "model.onnx", None, cfg, episodes=1, realtime=True,
-                                  threads=cfg.pets.threads, seed=1000, out=out / "control", video=str(video))
-    control.print_summary(result)
+    result = run_episodes(out / "model.onnx", None, cfg, episodes=1, realtime=True, threads=cfg.pets.threads,
+                          seed=1000, out=out / "control", video=str(video))
+    print_summary(result)
     total = time.perf_counter() - t0
     print(f"  video         {video}")
     print(f"  loop plot     {out / 'control' / 'episode0' / 'telemetry.png'}")
     print(f"  learning curve {out / 'learning_curve.png'}; metrics {out / 'metrics.csv'}")
     print(f"done in {total / 60:.1f} min (training {t_train / 60:.1f} min)")
-    if args.json:
-        print(json.dumps({**result, "train_s": t_train, "total_s": total}))
-    return 0
+    result = {**result, "parity_max_abs": exported["parity_max_abs"], "model": exported["model"],
+              "video": str(video), "train_s": t_train, "total_s": total}
+    if as_json:
+        print(json.dumps(result))
+    return result

@@ -17,6 +17,8 @@ import logging
 import math
 import signal
 
+from . import flags
+
 log = logging.getLogger(__name__)
 
 
@@ -27,20 +29,24 @@ def add_arguments(p) -> None:
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT,
                    help=f"where to listen: tcp/HOST:PORT or udp/HOST:PORT (default {DEFAULT_ENDPOINT})")
     p.add_argument("--key", default="rtmpc/robot", help="topic prefix: KEY/obs, KEY/cmd, KEY/alive")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
-    p.add_argument("--episodes", type=int, default=0, help="episodes to serve (default 0: until stopped)")
-    p.add_argument("--episode-steps", type=int, default=0, help="physics control steps per episode "
+    p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the first episode (episode i uses seed+i)")
+    p.add_argument("--episodes", type=flags.count(0, 10**9), default=0,
+                   help="episodes to serve (default 0: until stopped)")
+    p.add_argument("--episode-steps", type=flags.count(0, 10**9), default=0, help="physics control steps per episode "
                                                                 "(default: the task's)")
-    p.add_argument("--action-repeat", type=int, default=1, help="control steps per robot period (default 1)")
-    p.add_argument("--watchdog", type=int, default=25, metavar="PERIODS",
+    p.add_argument("--action-repeat", type=flags.count(1, 1000), default=1,
+                   help="control steps per robot period (default 1)")
+    p.add_argument("--watchdog", type=flags.count(1, 10**6), default=25, metavar="PERIODS",
                    help="apply the safe action after this many periods without a fresh command (default 25)")
     p.add_argument("--linger", type=float, default=0.5, metavar="SECONDS",
                    help="publish an ended episode's last observation this long before the next (default 0.5)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--drop", type=float, default=0.0, help="fault injection: fraction of observations dropped")
-    p.add_argument("--reorder", type=float, default=0.0, help="fault injection: fraction sent late, after the next")
-    p.add_argument("--duplicate", type=float, default=0.0, help="fault injection: fraction sent twice")
-    p.add_argument("--fault-seed", type=int, default=0, help="seed of the injected faults")
+    p.add_argument("--drop", type=flags.fraction(), default=0.0,
+                   help="fault injection: fraction of observations dropped")
+    p.add_argument("--reorder", type=flags.fraction(), default=0.0,
+                   help="fault injection: fraction sent late, after the next")
+    p.add_argument("--duplicate", type=flags.fraction(), default=0.0, help="fault injection: fraction sent twice")
+    p.add_argument("--fault-seed", type=flags.seed(), default=0, help="seed of the injected faults")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
 

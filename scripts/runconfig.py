@@ -16,6 +16,8 @@ from models.latent_config import LatentConfig
 from planners.base import PlannerConfig
 from sim import TaskConfig
 
+from . import flags
+
 __all__ = ["RunConfig", "add_config_arguments", "load_run_config", "config_or_runs"]
 
 
@@ -47,7 +49,7 @@ def add_config_arguments(p: argparse.ArgumentParser, config_required: bool = Tru
         p.add_argument("--config", help="YAML run config (a path, or the name of a shipped one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. --set planner.horizon=20")
-    p.add_argument("--seed", type=int, help="override the run's seed")
+    p.add_argument("--seed", type=flags.seed(), help="override the run's seed")
 
 
 def config_or_runs(config, run_dir) -> Path | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from configs import ConfigError, to_dict
 from configs.rundir import RunDir, write_yaml
 
+from .flags import count
 from .runconfig import RunConfig, add_config_arguments, load_run_config, print_config
 
 log = logging.getLogger(__name__)
@@ -17,38 +18,54 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--out", help="run directory (default runs/<config name>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last episode")
-    p.add_argument("--steps", type=int, help="environment steps (action repeat counted): a cap for pets, the "
+    p.add_argument("--steps", type=count(1, 10**9),
+                   help="environment steps (action repeat counted): a cap for pets, the "
                                              "run's length (latent.loop.total_steps) for latent")
 
 
-def resolve_run(args) -> tuple[RunConfig, RunDir]:
-    cfg = load_run_config(args.config, args.overrides, args.seed)
-    if args.steps is not None:  # pets: a cap on env steps; latent: the run's length
-        extra = {"latent": {"loop": {"total_steps": args.steps}}} if cfg.kind == "latent" else \
-            {"pets": {"max_env_steps": args.steps}}
-        cfg = load_run_config(args.config, args.overrides, args.seed, extra)
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-s{cfg.seed}"
+def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resume: bool = False,
+                steps: int | None = None) -> tuple[RunConfig, RunDir]:
+    """The run's resolved config and directory (see :func:`train_run`)."""
+    cfg = load_run_config(config, overrides, seed)
+    if steps is not None:  # pets: a cap on env steps; latent: the run's length
+        extra = {"latent": {"loop": {"total_steps": steps}}} if cfg.kind == "latent" else \
+            {"pets": {"max_env_steps": steps}}
+        cfg = load_run_config(config, overrides, seed, extra)
+    out = Path(out) if out else Path("runs") / f"{Path(config).stem}-s{cfg.seed}"
     run = RunDir(out)
     if run.config.exists():
         import yaml
 
         saved = yaml.safe_load(run.config.read_text())
         if saved != to_dict(cfg):
-            if args.resume:
+            if resume:
                 raise ConfigError(f"{run.config} differs from the config given: resume with the same config "
                                   f"and --set values, or start a new run with another --out")
             log.warning("overwriting the run in %s", out)
-    elif args.resume:
+    elif resume:
         log.info("nothing to resume in %s: starting a new run", out)
     return cfg, run
 
 
 def run(args) -> int:
+    train_run(args.config, out=args.out, overrides=args.overrides, seed=args.seed, resume=args.resume,
+              steps=args.steps)
+    return 0
+
+
+def train_run(config: str | Path, *, out: str | Path | None = None, overrides=(), seed: int | None = None,
+              resume: bool = False, steps: int | None = None) -> list[dict]:
+    """Train the model ``config`` describes (a YAML path or a shipped config's name) into ``out``
+    (default runs/<config name>-s<seed>) and return the metrics rows.
+
+    overrides: ``key.path=value`` strings; seed: the run's seed (default the config's);
+    resume: continue the run in ``out``; steps: environment steps (a cap for pets, the
+    run's length for latent)."""
     import sim
     from models.runtime import load_model  # noqa: F401  (fail early if the runtime cannot load)
     from planners import make_planner
 
-    cfg, run_dir = resolve_run(args)
+    cfg, run_dir = resolve_run(config, out=out, overrides=overrides, seed=seed, resume=resume, steps=steps)
     print_config(cfg, f"rtmpc train ({cfg.kind}) -> {run_dir.root}")
     run_dir.make()
     write_yaml(run_dir.config, to_dict(cfg))
@@ -58,18 +75,18 @@ def run(args) -> int:
 
         rows = train_latent(run_dir, make_env=make_env,
                             make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng),
-                            cfg=cfg.latent, seed=cfg.seed, resume=args.resume)
+                            cfg=cfg.latent, seed=cfg.seed, resume=resume)
     else:
         from models.pets_train import train_pets
 
         rows = train_pets(
             run_dir, make_env=make_env,
             make_planner=lambda model: make_planner(cfg.planner, model, rng=cfg.seed),
-            ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=args.resume,
+            ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=resume,
         )
     if rows:
         last = rows[-1]
         best = max(float(r["eval_return"]) for r in rows)
         print(f"trained {run_dir.root}: {last['env_steps']} env steps, last return {float(last['eval_return']):.1f}, "
               f"best {best:.1f}; model {run_dir.model}")
-    return 0
+    return rows

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from configs import ConfigError, from_dict, to_dict
 
+from . import flags
+
 if TYPE_CHECKING:
     from planners.tuning import SearchSpace, TrialResult
 
@@ -55,12 +57,14 @@ TABLE = [("trial", "{:>5}"), ("kind", "{:>4}"), ("H", "{:>3}"), ("K", "{:>5}"), 
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="exported model (model.onnx from rtmpc train/export)")
     p.add_argument("--task", help="task name (default: the task stored in the model file)")
-    p.add_argument("--rate", type=float, help="control rate in Hz (default: the config's loop.rate_hz, else "
+    p.add_argument("--rate", type=flags.rate(), help="control rate in Hz (default: the config's loop.rate_hz, else "
                                               "the model's step rate)")
     p.add_argument("--planner", choices=("cem", "mppi", "both"), default="both",
                    help="planner(s) searched (default both)")
-    p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (default 20)")
-    p.add_argument("--episodes-per-trial", type=int, default=1, help="episodes per trial (seeds seed..)")
+    p.add_argument("--trials", type=flags.count(1, 1_000_000), default=20,
+                   help="finished trials the study should hold (default 20)")
+    p.add_argument("--episodes-per-trial", type=flags.count(1, 10_000), default=1,
+                   help="episodes per trial (seeds seed..)")
     p.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user:pw@host/db (default: "
                                      "sqlite:///OUT/study.db)")
     p.add_argument("--study", help="study name (default: TASK-PLANNER-RATEhz)")
@@ -77,9 +81,9 @@ def add_arguments(p) -> None:
     p.add_argument("--probe-factor", type=float, default=2.0,
                    help="prune a trial whose median plan time in a %d-cycle probe exceeds this many plan "
                         "budgets (0 = no probe; default 2)" % PROBE_CYCLES)
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the first episode")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    p.add_argument("--check-cycles", type=int, default=0,
+    p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the sampler and of the first episode")
+    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--check-cycles", type=flags.count(0, 10**9), default=0,
                    help="then run best.yaml this many cycles in wall-clock mode and report its misses (0 = no "
                         "check; on 2 cores the wall-clock p99 was ~35%% above the lockstep p99 tune measures)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
@@ -144,17 +148,13 @@ def resolve(args) -> Setup:
     config = config_or_runs(args.config, model.parent)
     base = control_config(config, args.overrides, None)
     base = base.replace(task=base.task.replace(name=task))
-    if args.rate is not None:
-        rate = args.rate
-    elif base.loop.rate_hz is not None:
-        rate = base.loop.rate_hz
-    else:
-        period = float(meta.get("control_period", "nan"))
-        if not (math.isfinite(period) and period > 0):
-            raise ModelError(f"{model} has no control_period in its metadata: pass --rate")
-        rate = 1.0 / period
+    period = float(meta.get("control_period", "nan"))
+    if args.rate is None and base.loop.rate_hz is None and not (math.isfinite(period) and period > 0):
+        raise ModelError(f"{model} has no control_period in its metadata: pass --rate")
+    timing = LoopTiming.resolve(base.loop, 1.0 / period if period > 0 else None, rate_hz=args.rate)
+    rate = timing.rate_hz
+    # best.yaml records the rate it was tuned for (a later --rate still wins over it)
     base = base.replace(loop=base.loop.replace(rate_hz=rate))
-    timing = LoopTiming.resolve(base.loop)
     budget_ms = timing.budget_s * 1e3
     limit_ms = deadline_limit_ms(budget_ms, args.safety)
     if args.trials < 1 or args.episodes_per_trial < 1:
