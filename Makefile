@@ -11,11 +11,11 @@ export RTMPC_THREADS ?= 2
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-train: setup.py | $(BIN)/python
+$(VENV)/.installed-train: setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[train]'
 	touch $@
 
-$(VENV)/.installed-test: setup.py | $(BIN)/python
+$(VENV)/.installed-test: setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[train,test]'
 	touch $@ $(VENV)/.installed-train
 
@@ -33,3 +33,4 @@ test: install-test lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o \( -name "*.nbi" -o -name "*.nbc" \) -exec rm -f {} +

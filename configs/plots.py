@@ -24,7 +24,7 @@ def pyplot():
 
 def save_png(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` as a PNG, atomically (configs.rundir.atomic_path), and close it."""
-    from configs.rundir import atomic_path
+    from rtmpc.configs.rundir import atomic_path
 
     try:
         with atomic_path(path) as tmp:

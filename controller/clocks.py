@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-from controller.base import Clock
+from rtmpc.controller.base import Clock
 
 __all__ = ["VirtualClock", "FastForwardClock"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from configs import Config, ConfigError, param
+from rtmpc.configs import Config, ConfigError, param
 
 __all__ = ["LoopConfig", "SafetyConfig", "LoopTiming", "MAX_RATE_HZ"]
 

@@ -66,13 +66,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from controller.base import Clock, MonotonicClock, Robot
-from controller.config import LoopConfig, LoopTiming
-from controller.safety import SafetyFilter
-from controller.telemetry import FALLBACK, NONE, PLAN, SAFE, Telemetry
-from controller.worker import PlanWorker
-from planners.base import Planner
+from rtmpc.controller.base import Clock, MonotonicClock, Robot
+from rtmpc.controller.config import LoopConfig, LoopTiming
+from rtmpc.controller.safety import SafetyFilter
+from rtmpc.controller.telemetry import FALLBACK, NONE, PLAN, SAFE, Telemetry
+from rtmpc.controller.worker import PlanWorker
+from rtmpc.planners.base import Planner
 
 __all__ = ["ControlLoop"]
 

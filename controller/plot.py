@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-
-from configs.plots import pyplot, save_png
-from controller.telemetry import FALLBACK, SAFE
+from rtmpc.configs.plots import pyplot, save_png
+from rtmpc.controller.telemetry import FALLBACK, SAFE
 
 __all__ = ["plot_episode"]
 

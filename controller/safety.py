@@ -24,10 +24,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-
-from controller.base import Observation
-from controller.config import SafetyConfig
-from controller.kernels import all_finite, filter_action, warm_up
+from rtmpc.controller.base import Observation
+from rtmpc.controller.config import SafetyConfig
+from rtmpc.controller.kernels import all_finite, filter_action, warm_up
 
 __all__ = ["SafetyFilter", "KINDS", "CLIPPED", "RATE_LIMITED", "NONFINITE_ACTION",
            "NONFINITE_OBS", "STALE_OBS", "kinds_of"]

@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from configs.rundir import atomic_write
-from controller.base import Observation
-from controller.safety import KINDS
+from rtmpc.configs.rundir import atomic_write
+from rtmpc.controller.base import Observation
+from rtmpc.controller.safety import KINDS
 
 __all__ = ["Telemetry", "SOURCES", "PLAN", "FALLBACK", "SAFE", "NONE", "summarize"]
 

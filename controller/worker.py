@@ -14,9 +14,8 @@ import math
 import threading
 
 import numpy as np
-
-from controller.base import Clock
-from planners.base import Planner
+from rtmpc.controller.base import Clock
+from rtmpc.planners.base import Planner
 
 __all__ = ["PlanWorker", "PlannerFailed"]
 

@@ -5,10 +5,10 @@ imported from their modules: ``models.ensemble`` (ProbabilisticEnsemble, fit_ens
 ``models.export`` (export_onnx, check_parity).
 """
 
-from models.base import ModelDims, ModelError, RolloutModel
-from models.buffer import ReplayBuffer
-from models.config import EnsembleConfig, TrainConfig
-from models.runtime import load_model
+from rtmpc.models.base import ModelDims, ModelError, RolloutModel
+from rtmpc.models.buffer import ReplayBuffer
+from rtmpc.models.config import EnsembleConfig, TrainConfig
+from rtmpc.models.runtime import load_model
 
 __all__ = ["ModelDims", "RolloutModel", "ModelError", "ReplayBuffer", "load_model", "EnsembleConfig",
            "TrainConfig"]

@@ -51,9 +51,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
-from configs.plots import pyplot, save_png
-from models.base import ModelError
+from rtmpc.configs.plots import pyplot, save_png
+from rtmpc.models.base import ModelError
 
 __all__ = ["Trajectory", "Windows", "Prediction", "Predictor", "PETSPredictor", "LatentPredictor", "SimPredictor",
            "FunctionPredictor", "Rollouts", "PREDICTORS", "make_predictor", "collect_trajectory",
@@ -272,8 +271,7 @@ class PETSPredictor(Predictor):
     def __init__(self, path: str | os.PathLike, *, propagation: str = "members", threads: int = 1,
                  reward_fn: Callable | None = None) -> None:
         import onnxruntime as ort
-
-        from models.runtime import load_model, session_options
+        from rtmpc.models.runtime import load_model, session_options
 
         if propagation not in self.PROPAGATIONS:
             raise ModelError(f"propagation {propagation!r}: choose one of {', '.join(self.PROPAGATIONS)}")
@@ -390,7 +388,7 @@ class LatentPredictor(Predictor):
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1, propagation: str | None = None) -> None:
-        from models.runtime import load_model
+        from rtmpc.models.runtime import load_model
 
         if propagation is not None:
             raise ModelError(f"propagation = {propagation!r} applies to PETS ensembles, not to a latent model")
@@ -420,7 +418,7 @@ PREDICTORS: dict[str, Callable[..., Predictor]] = {"pets": PETSPredictor, "laten
 def make_predictor(path: str | os.PathLike, **options: Any) -> Predictor:
     """The predictor for the kind of model stored in ``path`` (see :data:`PREDICTORS`);
     options that are None are left to the predictor's defaults."""
-    from models.runtime import read_metadata
+    from rtmpc.models.runtime import read_metadata
 
     kind = read_metadata(path).get("kind")
     if kind not in PREDICTORS:

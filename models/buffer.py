@@ -14,9 +14,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
-from configs.rundir import atomic_write
-from models.base import ModelError
+from rtmpc.configs.rundir import atomic_write
+from rtmpc.models.base import ModelError
 
 __all__ = ["ReplayBuffer"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs import Config, ConfigError, param
+from rtmpc.configs import Config, ConfigError, param
 
 __all__ = ["EnsembleConfig", "TrainConfig", "PETSLoopConfig", "PROPAGATIONS", "check_propagation"]
 

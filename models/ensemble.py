@@ -33,13 +33,12 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from rtmpc.configs import from_dict, to_dict
+from rtmpc.configs.rundir import atomic_write
+from rtmpc.models.base import ModelError
+from rtmpc.models.config import EnsembleConfig, TrainConfig, check_propagation
 from torch import nn
 from torch.nn import functional as F
-
-from configs import from_dict, to_dict
-from configs.rundir import atomic_write
-from models.base import ModelError
-from models.config import EnsembleConfig, TrainConfig, check_propagation
 
 __all__ = ["EnsembleLinear", "ProbabilisticEnsemble", "FitResult", "fit_ensemble", "Transitions",
            "save_ensemble", "load_ensemble"]

@@ -40,12 +40,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from rtmpc.models.base import ModelError
+from rtmpc.models.config import check_propagation
+from rtmpc.models.ensemble import ProbabilisticEnsemble
+from rtmpc.models.fileio import rtmpc_version, save_onnx
 from torch import nn
-
-from models.base import ModelError
-from models.config import check_propagation
-from models.ensemble import ProbabilisticEnsemble
-from models.fileio import rtmpc_version, save_onnx
 
 __all__ = ["export_onnx", "check_parity", "PARITY_ATOL", "PARITY_RTOL", "MODEL_FORMAT", "LAYOUTS"]
 

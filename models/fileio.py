@@ -13,16 +13,15 @@ from importlib import metadata
 from pathlib import Path
 
 import onnx
-
-from configs.rundir import atomic_write_bytes
+from rtmpc.configs.rundir import atomic_write_bytes
 
 __all__ = ["rtmpc_version", "RTMPC_VERSION", "save_onnx"]
 
-RTMPC_VERSION = "0.1.0"  # fallback when rtmpc is not installed (kept equal to setup.py)
+RTMPC_VERSION = "0.2.0"  # fallback when rtmpc is not installed (kept equal to pyproject.toml)
 
 
 def rtmpc_version() -> str:
-    """The installed rtmpc version, or :data:`RTMPC_VERSION` from a source tree."""
+    """The installed rtmpc version (``rtmpc.__version__``), or :data:`RTMPC_VERSION` from a source tree."""
     try:
         return metadata.version("rtmpc")
     except metadata.PackageNotFoundError:

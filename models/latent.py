@@ -51,13 +51,12 @@ from typing import Optional
 
 import numpy as np
 import torch
+from rtmpc.configs import from_dict, to_dict
+from rtmpc.configs.rundir import atomic_write
+from rtmpc.models.base import ModelError
+from rtmpc.models.latent_config import LatentModelConfig, LatentTrainConfig
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-from configs import from_dict, to_dict
-from configs.rundir import atomic_write
-from models.base import ModelError
-from models.latent_config import LatentModelConfig, LatentTrainConfig
 
 __all__ = ["LatentWorldModel", "LatentGraph", "LatentLearner", "Mish", "MishExp", "SimNorm", "NormedLinear",
            "EnsembleMLP", "symlog", "symexp", "two_hot", "two_hot_inv", "soft_ce", "save_latent", "load_latent",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs import Config, ConfigError, param
+from rtmpc.configs import Config, ConfigError, param
 
 __all__ = ["LatentModelConfig", "LatentTrainConfig", "LatentLoopConfig", "LatentConfig", "LATENT_NORMS",
            "ACTIVATIONS", "tdmpc2_discount"]

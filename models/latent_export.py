@@ -42,11 +42,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from rtmpc.models.base import ModelError
+from rtmpc.models.fileio import rtmpc_version, save_onnx
+from rtmpc.models.latent import LatentWorldModel, Mish, MishExp, make_graph
 from torch import nn
-
-from models.base import ModelError
-from models.fileio import rtmpc_version, save_onnx
-from models.latent import LatentWorldModel, Mish, MishExp, make_graph
 
 log = logging.getLogger(__name__)
 

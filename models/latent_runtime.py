@@ -35,8 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
-
-from models.base import ModelDims, ModelError, RolloutModel, meta_value
+from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_value
 
 __all__ = ["LatentRolloutModel"]
 

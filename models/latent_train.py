@@ -45,9 +45,8 @@ from typing import Callable
 import numpy as np
 import torch
 import yaml
-
-from configs import to_dict
-from configs.rundir import RunDir, append_csv_row, write_yaml
+from rtmpc.configs import to_dict
+from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
 
 from .base import ModelError
 from .buffer import ReplayBuffer

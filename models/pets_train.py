@@ -24,8 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 import yaml
-
-from configs.rundir import RunDir, append_csv_row, write_yaml
+from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
 
 from .base import ModelError
 from .buffer import ReplayBuffer
@@ -69,7 +68,7 @@ def plot_learning_curve(metrics_csv, png, title: str) -> None:
     """eval_return against env_steps, from metrics.csv, to a PNG (atomically)."""
     import csv
 
-    from configs.plots import pyplot, save_png
+    from rtmpc.configs.plots import pyplot, save_png
 
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -49,9 +49,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from models.base import ModelError
-from models.fileio import save_onnx
+from rtmpc.models.base import ModelError
+from rtmpc.models.fileio import save_onnx
 
 __all__ = ["quantize_int8", "gemm_to_matmul", "compare_predictions", "int8_path", "PRECISIONS"]
 

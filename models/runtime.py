@@ -80,9 +80,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from numba import njit
-
-from models.base import ModelDims, ModelError, RolloutModel, meta_value
-from models.config import check_propagation
+from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_value
+from rtmpc.models.config import check_propagation
 
 __all__ = ["load_model", "PETSRolloutModel", "session_options", "read_metadata", "RewardFn"]
 
@@ -566,4 +565,4 @@ class PETSRolloutModel(RolloutModel):
 # Model kinds this runtime loads: kind (ONNX metadata "kind") -> RolloutModel class built
 # as cls(session, metadata, source, **options).
 _KINDS: dict[str, Callable[..., RolloutModel]] = {"pets": PETSRolloutModel}
-_KINDS["latent"] = __import__("models.latent_runtime", fromlist=["_"]).LatentRolloutModel  # TD-MPC (no torch)
+_KINDS["latent"] = __import__("rtmpc.models.latent_runtime", fromlist=["_"]).LatentRolloutModel  # TD-MPC (no torch)

@@ -8,12 +8,11 @@ Imports numpy and numba only, never torch.
 from __future__ import annotations
 
 import numpy as np
-
-from configs import ConfigError
-from models.base import RolloutModel
-from planners.base import Planner, PlannerConfig, PlanStats
-from planners.cem import CEM
-from planners.mppi import MPPI
+from rtmpc.configs import ConfigError
+from rtmpc.models.base import RolloutModel
+from rtmpc.planners.base import Planner, PlannerConfig, PlanStats
+from rtmpc.planners.cem import CEM
+from rtmpc.planners.mppi import MPPI
 
 __all__ = ["PlannerConfig", "Planner", "PlanStats", "CEM", "MPPI", "PLANNERS", "make_planner"]
 

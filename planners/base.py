@@ -11,8 +11,7 @@ import abc
 from dataclasses import dataclass
 
 import numpy as np
-
-from configs import Config, ConfigError, param
+from rtmpc.configs import Config, ConfigError, param
 
 __all__ = ["PlannerConfig", "Planner", "PlanStats"]
 

@@ -10,8 +10,8 @@ momentum ``alpha`` and a floor ``min_std``. Sampling, scoring and warm start liv
 
 from __future__ import annotations
 
-from planners import kernels
-from planners.trajectory import TrajectoryPlanner
+from rtmpc.planners import kernels
+from rtmpc.planners.trajectory import TrajectoryPlanner
 
 __all__ = ["CEM"]
 

@@ -16,8 +16,8 @@ Sampling, scoring and warm start live in :class:`planners.trajectory.TrajectoryP
 
 from __future__ import annotations
 
-from planners import kernels
-from planners.trajectory import TrajectoryPlanner
+from rtmpc.planners import kernels
+from rtmpc.planners.trajectory import TrajectoryPlanner
 
 __all__ = ["MPPI"]
 

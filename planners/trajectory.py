@@ -27,11 +27,10 @@ import abc
 import logging
 
 import numpy as np
-
-from configs import ConfigError
-from models.base import ModelError, RolloutModel
-from planners import kernels
-from planners.base import Planner, PlannerConfig, PlanStats
+from rtmpc.configs import ConfigError
+from rtmpc.models.base import ModelError, RolloutModel
+from rtmpc.planners import kernels
+from rtmpc.planners.base import Planner, PlannerConfig, PlanStats
 
 __all__ = ["TrajectoryPlanner"]
 

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from configs import Config, ConfigError, param
-from planners.base import PlannerConfig
+from rtmpc.configs import Config, ConfigError, param
+from rtmpc.planners.base import PlannerConfig
 
 __all__ = ["SearchSpace", "TrialResult", "TrialLike", "suggest_params", "planner_from_params", "shrink_to_fit",
            "dominates", "pareto_front", "deadline_limit_ms", "fits_deadline", "choose_best", "KINDS"]

@@ -64,8 +64,8 @@ def add_arguments(p) -> None:
 
 def resolve(args):
     """(model path, run config, task config, output directory) from the arguments."""
-    from configs import ConfigError
-    from models.runtime import read_metadata
+    from rtmpc.configs import ConfigError
+    from rtmpc.models.runtime import read_metadata
 
     from .runconfig import config_or_runs, load_run_config
 
@@ -97,11 +97,12 @@ def collect(model_path, cfg, task_cfg, *, episodes: int, random_episodes: int, s
             threads: int):
     """Fresh trajectories: ``episodes`` with the planner over the model, ``random_episodes``
     with uniformly random actions."""
-    import sim
-    from models.analysis import collect_trajectory
-    from models.base import ModelError
-    from models.runtime import load_model
-    from planners import make_planner
+    from rtmpc.models.analysis import collect_trajectory
+    from rtmpc.models.base import ModelError
+    from rtmpc.models.runtime import load_model
+    from rtmpc.planners import make_planner
+
+    from rtmpc import sim
 
     env = sim.make(task_cfg, seed=seed)
     spec = env.spec
@@ -185,9 +186,9 @@ def print_table(r: dict, title: str, planner_horizon: int) -> None:
 
 
 def run(args) -> int:
-    from configs import ConfigError
-    from configs.rundir import write_text
-    from models import analysis
+    from rtmpc.configs import ConfigError
+    from rtmpc.configs.rundir import write_text
+    from rtmpc.models import analysis
 
     model_path, cfg, task_cfg, out = resolve(args)
     horizon = args.horizon or 2 * cfg.planner.horizon

@@ -10,13 +10,13 @@ import importlib
 
 # name -> (module, one-line help)
 BENCHES = {
-    "planner": ("scripts.bench_planner", "time plan() against the FLOP bound and PyTorch baselines "
+    "planner": (".bench_planner", "time plan() against the FLOP bound and PyTorch baselines "
                                          "(pytorch_mppi when installed)"),
-    "loop": ("scripts.bench_loop", "wake-up jitter, deadline misses and plan time of the loop on a wall-clock robot"),
-    "activation": ("scripts.bench_activation", "what SiLU costs next to a hidden layer's matrix product (the "
+    "loop": (".bench_loop", "wake-up jitter, deadline misses and plan time of the loop on a wall-clock robot"),
+    "activation": (".bench_activation", "what SiLU costs next to a hidden layer's matrix product (the "
                                                "FLOP bound counts it as free)"),
-    "ops": ("scripts.bench_ops", "where one call of an exported model spends its time, per ONNX Runtime operator"),
-    "bridge": ("scripts.bench_bridge", "round-trip latency of the robot bridge over loopback at the control rate"),
+    "ops": (".bench_ops", "where one call of an exported model spends its time, per ONNX Runtime operator"),
+    "bridge": (".bench_bridge", "round-trip latency of the robot bridge over loopback at the control rate"),
 }
 
 
@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, (module, help_text) in BENCHES.items():
         q = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(module, __package__)
         mod.add_arguments(q)
         q.set_defaults(_bench=mod.run)
 

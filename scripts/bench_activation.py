@@ -125,7 +125,7 @@ def _rounds(calls: dict, seconds: float, rounds: int = 7) -> list[dict]:
 
 
 def run(args) -> int:
-    from configs import ConfigError
+    from rtmpc.configs import ConfigError
 
     if args.rows < 1 or args.width < 16 or args.inputs < 1 or args.hidden_layers < 0 or args.threads < 1 \
             or args.seconds <= 0:

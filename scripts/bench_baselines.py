@@ -21,8 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
-from models.ensemble import ProbabilisticEnsemble
+from rtmpc.models.ensemble import ProbabilisticEnsemble
 
 __all__ = ["TorchPlanner", "LatentTorchPlanner", "PytorchMPPI", "pytorch_mppi_available", "torch_gemm"]
 
@@ -127,7 +126,7 @@ class LatentTorchPlanner(TorchPlanner):
     was exported from)."""
 
     def __init__(self, model, *, gamma: float, prior_samples: int, **kw) -> None:
-        from models.latent import make_graph
+        from rtmpc.models.latent import make_graph
 
         super().__init__(model, **kw)
         self.graph = make_graph(model, gamma).eval()

@@ -52,13 +52,14 @@ def _stats(x: np.ndarray, scale: float) -> dict[str, float]:
 def run(args) -> int:
     from importlib.metadata import version
 
-    import sim
-    from controller.bridge import BridgeConfig, BridgeRobot
+    from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
+
+    from rtmpc import sim
 
     spec = sim.make(args.task).spec
     endpoint = f"tcp/127.0.0.1:{args.port or _free_port()}"
     seconds = args.cycles * spec.control_period
-    cmd = [sys.executable, "-m", "scripts.cli", "robot", "--task", args.task, "--endpoint", endpoint, "--json",
+    cmd = [sys.executable, "-m", "rtmpc.scripts.cli", "robot", "--task", args.task, "--endpoint", endpoint, "--json",
            "--episode-steps", str(int(2 * args.cycles + 1000)), "--duration", f"{seconds + 60:.0f}"]
     robot_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     read_s, send_s = np.zeros(args.cycles), np.zeros(args.cycles)

@@ -42,7 +42,7 @@ CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 def parse_dims(items: list[str]) -> dict[str, int]:
-    from configs import ConfigError
+    from rtmpc.configs import ConfigError
 
     dims = {}
     for item in items:
@@ -64,7 +64,7 @@ def _inputs(sess, rows: int, dims: dict[str, int]) -> dict:
         shape = [d if isinstance(d, int) and d > 0 else dims.get(d, rows) for d in i.shape]
         dtype = types.get(i.type)
         if dtype is None:
-            from models.base import ModelError
+            from rtmpc.models.base import ModelError
 
             raise ModelError(f"input {i.name!r} has type {i.type}, which bench ops cannot fill")
         feeds[i.name] = rng.standard_normal(shape).astype(dtype) if dtype in (np.float32, np.float64) \
@@ -74,14 +74,14 @@ def _inputs(sess, rows: int, dims: dict[str, int]) -> dict:
 
 def profile(path: Path, rows: int, threads: int, calls: int, dims: dict[str, int] | None = None) -> dict:
     """Per-operator kernel time of ``calls`` calls; the whole call timed without the profiler too."""
-    from models.runtime import open_session
+    from rtmpc.models.runtime import open_session
 
     plain = open_session(path, threads)  # a ModelError for a missing or damaged file
     kind = plain.get_modelmeta().custom_metadata_map.get("kind")
     free = {d for i in plain.get_inputs() for d in i.shape if not isinstance(d, int)}
     unknown = sorted(set(dims or {}) - free)
     if unknown:
-        from configs import ConfigError
+        from rtmpc.configs import ConfigError
 
         raise ConfigError(f"--dim {', '.join(unknown)}: the model's inputs have no such dimension "
                           f"(free dimensions: {', '.join(sorted(map(str, free))) or 'none'})")
@@ -116,7 +116,7 @@ def profile(path: Path, rows: int, threads: int, calls: int, dims: dict[str, int
 
 
 def run(args) -> int:
-    from configs import ConfigError
+    from rtmpc.configs import ConfigError
 
     if args.rows < 1 or args.threads < 1 or args.calls < 1:
         raise ConfigError("bench ops needs --rows >= 1, --threads >= 1 and --calls >= 1")

@@ -185,7 +185,7 @@ def latent_layers(model) -> dict[str, list[tuple[int, int]]]:
 
 
 def _planner_config(args, **extra):
-    from planners import PlannerConfig
+    from rtmpc.planners import PlannerConfig
 
     return PlannerConfig(kind=args.planner, samples=args.samples, horizon=args.horizon, iterations=args.iterations,
                          **extra)
@@ -195,14 +195,13 @@ def _pets_setup(args, modes: list[str], tmp: Path) -> dict:
     """A random-weight PETS ensemble, exported (parity checked), the implementations timed
     on it (rtmpc per mode, int8 when asked, the torch baselines) and its plan's GEMMs."""
     import numpy as np
-
-    from configs import ConfigError
-    from models.config import EnsembleConfig
-    from models.ensemble import ProbabilisticEnsemble
-    from models.export import check_parity, export_onnx
-    from models.runtime import load_model
-    from planners import make_planner
-    from planners.bench import mlp_shapes, plan_evaluations, plan_flops
+    from rtmpc.configs import ConfigError
+    from rtmpc.models.config import EnsembleConfig
+    from rtmpc.models.ensemble import ProbabilisticEnsemble
+    from rtmpc.models.export import check_parity, export_onnx
+    from rtmpc.models.runtime import load_model
+    from rtmpc.planners import make_planner
+    from rtmpc.planners.bench import mlp_shapes, plan_evaluations, plan_flops
 
     from .bench_baselines import PytorchMPPI, TorchPlanner, pytorch_mppi_available
 
@@ -236,7 +235,7 @@ def _pets_setup(args, modes: list[str], tmp: Path) -> dict:
         impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
     int8_error = None
     if args.int8:
-        from models.quantize import compare_predictions, quantize_int8
+        from rtmpc.models.quantize import compare_predictions, quantize_int8
 
         q = quantize_int8(path)
         x = rng.standard_normal((1000, o)).astype(np.float32)
@@ -270,14 +269,13 @@ def _latent_setup(args, modes: list[str], tmp: Path) -> dict:
     over it with policy-prior samples, the plain PyTorch planner over the same model, and
     the plan's GEMMs (planners.bench.latent_plan_gemms)."""
     import numpy as np
-
-    from configs import ConfigError, from_dict
-    from models.latent import LatentWorldModel
-    from models.latent_config import LatentModelConfig
-    from models.latent_export import check_latent_parity, export_latent
-    from models.runtime import load_model
-    from planners import make_planner
-    from planners.bench import latent_plan_gemms
+    from rtmpc.configs import ConfigError, from_dict
+    from rtmpc.models.latent import LatentWorldModel
+    from rtmpc.models.latent_config import LatentModelConfig
+    from rtmpc.models.latent_export import check_latent_parity, export_latent
+    from rtmpc.models.runtime import load_model
+    from rtmpc.planners import make_planner
+    from rtmpc.planners.bench import latent_plan_gemms
 
     from .bench_baselines import LatentTorchPlanner
 
@@ -316,9 +314,8 @@ def _latent_setup(args, modes: list[str], tmp: Path) -> dict:
 def run(args) -> int:
     import numpy as np
     import torch
-
-    from configs import ConfigError
-    from planners.bench import best_seconds, flop_bound_seconds, format_table, summarize_ms, time_calls
+    from rtmpc.configs import ConfigError
+    from rtmpc.planners.bench import best_seconds, flop_bound_seconds, format_table, summarize_ms, time_calls
 
     from .bench_baselines import torch_gemm
 

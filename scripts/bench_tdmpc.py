@@ -58,7 +58,7 @@ def _step_ms(planner, learner, batch, obs, steps: int, overlap: bool) -> float:
     """Mean ms of one agent step of the training loop (a plan, then one update),
     the update made in turn or on a second thread beside the next plan
     (models.latent_train.Background, as ``latent.loop.overlap`` does)."""
-    from models.latent_train import Background
+    from rtmpc.models.latent_train import Background
 
     worker = Background(overlap)
 
@@ -80,13 +80,12 @@ def _step_ms(planner, learner, batch, obs, steps: int, overlap: bool) -> float:
 def speed(args) -> int:
     import numpy as np
     import torch
-
-    from configs import from_dict
-    from models.latent import LatentLearner, LatentWorldModel
-    from models.latent_config import LatentModelConfig, LatentTrainConfig
-    from models.latent_export import export_latent
-    from models.runtime import load_model
-    from planners import PlannerConfig, make_planner
+    from rtmpc.configs import from_dict
+    from rtmpc.models.latent import LatentLearner, LatentWorldModel
+    from rtmpc.models.latent_config import LatentModelConfig, LatentTrainConfig
+    from rtmpc.models.latent_export import export_latent
+    from rtmpc.models.runtime import load_model
+    from rtmpc.planners import PlannerConfig, make_planner
 
     obs_dim, act_dim = args.obs_dim, args.act_dim
     train_cfg = LatentTrainConfig()
@@ -157,7 +156,7 @@ def speed(args) -> int:
 def train(args) -> int:
     import csv
 
-    from scripts import train as train_cmd
+    from rtmpc.scripts import train as train_cmd
 
     summaries = []
     for name in args.tasks:
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     for noisy in ("absl", "OpenGL", "matplotlib", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from scripts.cli import run_reporting
+    from rtmpc.scripts.cli import run_reporting
 
     return run_reporting(f"bench_tdmpc {args.what}", lambda: speed(args) if args.what == "speed" else train(args))
 

@@ -12,26 +12,26 @@ import logging
 import os
 import sys
 
-# name -> (module in scripts/, one-line help)
+# name -> (module in rtmpc.scripts, one-line help)
 COMMANDS = {
-    "tasks": ("scripts.tasks", "list the tasks with their sizes and control periods"),
-    "train": ("scripts.train", "train a model in simulation (PETS), exporting it to ONNX as it goes"),
-    "export": ("scripts.export", "export a run's model to ONNX and check it against PyTorch"),
-    "quickstart": ("scripts.quickstart", "train PETS on cartpole-swingup, export, run the real-time loop, video"),
-    "control": ("scripts.control", "run the fixed-rate control loop with a planner over an exported model"),
-    "bench": ("scripts.bench", "benchmarks: rtmpc bench planner (plan time vs the FLOP bound and PyTorch baselines)"),
-    "robot": ("scripts.robot", "MuJoCo as a robot in its own process, served over the bridge (rtmpc control --robot)"),
-    "tune": ("scripts.tune", "search horizon, samples and iterations for the best return that fits the time budget"),
-    "analyze": ("scripts.analyze", "how far the model can be trusted: k-step error, calibration, suggested horizon"),
+    "tasks": (".tasks", "list the tasks with their sizes and control periods"),
+    "train": (".train", "train a model in simulation (PETS), exporting it to ONNX as it goes"),
+    "export": (".export", "export a run's model to ONNX and check it against PyTorch"),
+    "quickstart": (".quickstart", "train PETS on cartpole-swingup, export, run the real-time loop, video"),
+    "control": (".control", "run the fixed-rate control loop with a planner over an exported model"),
+    "bench": (".bench", "benchmarks: rtmpc bench planner (plan time vs the FLOP bound and PyTorch baselines)"),
+    "robot": (".robot", "MuJoCo as a robot in its own process, served over the bridge (rtmpc control --robot)"),
+    "tune": (".tune", "search horizon, samples and iterations for the best return that fits the time budget"),
+    "analyze": (".analyze", "how far the model can be trusted: k-step error, calibration, suggested horizon"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from configs import ConfigError
-    from models.base import ModelError
-    from sim.base import TaskError
+    from rtmpc.configs import ConfigError
+    from rtmpc.models.base import ModelError
+    from rtmpc.sim.base import TaskError
 
     return (ConfigError, TaskError, ModelError, FileNotFoundError)
 
@@ -45,7 +45,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.fileio import rtmpc_version
+    from rtmpc.models.fileio import rtmpc_version
 
     parser = OneLineParser(
         prog="rtmpc", description="Real-time model predictive control with learned models.")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(module, __package__)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -75,12 +75,13 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
     an in-process SimRobot; the local task only gives the sizes and the bounds.
     """
-    import sim
-    from controller import ControlLoop, FastForwardClock, LoopTiming, MonotonicClock, SafetyFilter, summarize
-    from controller.plot import plot_episode
-    from models.base import ModelError
-    from models.runtime import load_model
-    from planners import make_planner
+    from rtmpc.controller import ControlLoop, FastForwardClock, LoopTiming, MonotonicClock, SafetyFilter, summarize
+    from rtmpc.controller.plot import plot_episode
+    from rtmpc.models.base import ModelError
+    from rtmpc.models.runtime import load_model
+    from rtmpc.planners import make_planner
+
+    from rtmpc import sim
 
     model = load_model(model_path, threads=threads, rng=np.random.default_rng(seed))
     meta = model.dims.meta
@@ -178,7 +179,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
 
 def _check_task(model_path, dims, trained_on: str | None, spec) -> None:
     """Refuse a task whose sizes differ from the model's; warn about another task of the same sizes."""
-    from models.base import ModelError
+    from rtmpc.models.base import ModelError
 
     names = f"task {spec.name}" + (f" (the model was trained on {trained_on})" if trained_on else "")
     if spec.obs_dim != dims.obs_dim or spec.act_dim != dims.act_dim:
@@ -193,7 +194,7 @@ def _bridge_robot(endpoint: str, spec, period_s: float, env):
     """A BridgeRobot to ``endpoint`` for the task ``spec`` (the local ``env`` is closed: the
     robot's process simulates). Its stamps are arrival times on the loop's clock, so the
     watchdog measures staleness from them (safety.stale_from = stamp)."""
-    from controller.bridge import BridgeConfig, BridgeRobot
+    from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
 
     env.close()
     return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, BridgeConfig(endpoint=endpoint))

@@ -49,11 +49,10 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     (model, kind, parity_max_abs, tolerances, checked_real, obs_dim, act_dim; ``int8`` with
     ``precision="int8"``). Raises ConfigError, ModelError or FileNotFoundError for a user's mistake."""
     import numpy as np
-
-    from configs import ConfigError
-    from configs.rundir import RunDir
-    from models.buffer import ReplayBuffer
-    from models.runtime import load_model
+    from rtmpc.configs import ConfigError
+    from rtmpc.configs.rundir import RunDir
+    from rtmpc.models.buffer import ReplayBuffer
+    from rtmpc.models.runtime import load_model
 
     from .runconfig import load_run_config
 
@@ -68,8 +67,7 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     cfg = load_run_config(run_dir.config)
     if precision == "int8" and cfg.kind != "pets":
         raise ConfigError(f"--precision int8 is for PETS runs; {given} holds a {cfg.kind} model")
-    import sim
-
+    from rtmpc import sim
     env = sim.make(cfg.task, seed=cfg.seed)
     spec = env.spec
     env.close()
@@ -78,8 +76,8 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     buffer = ReplayBuffer.load(run_dir.buffer)
     pick = np.random.default_rng(0).choice(len(buffer), size=min(samples, len(buffer)), replace=False)
     if cfg.kind == "latent":
-        from models.latent import latent_discount, load_latent
-        from models.latent_export import PARITY_ATOL, PARITY_RTOL, check_latent_parity, export_latent
+        from rtmpc.models.latent import latent_discount, load_latent
+        from rtmpc.models.latent_export import PARITY_ATOL, PARITY_RTOL, check_latent_parity, export_latent
 
         ckpt = run_dir.checkpoints / "latent.pt"
         model = load_latent(ckpt)
@@ -87,8 +85,8 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
         export_latent(model, out, gamma=gamma, extra_metadata=extra)
         err = check_latent_parity(model, out, buffer.obs[np.sort(pick)], gamma=gamma)
     else:
-        from models.ensemble import load_ensemble
-        from models.export import PARITY_ATOL, PARITY_RTOL, check_parity, export_onnx
+        from rtmpc.models.ensemble import load_ensemble
+        from rtmpc.models.export import PARITY_ATOL, PARITY_RTOL, check_parity, export_onnx
 
         model = load_ensemble(run_dir.checkpoints / "ensemble.pt")
         export_onnx(model, out, action_low=spec.action_low, action_high=spec.action_high, gamma=cfg.pets.gamma,
@@ -99,7 +97,7 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
               "tolerance_rel": PARITY_RTOL, "checked_real": int(len(pick)), "obs_dim": loaded.dims.obs_dim,
               "act_dim": loaded.dims.act_dim}
     if precision == "int8":
-        from models.quantize import compare_predictions, quantize_int8
+        from rtmpc.models.quantize import compare_predictions, quantize_int8
 
         q = quantize_int8(out)
         load_model(q)

@@ -61,7 +61,7 @@ def like(config_cls, field: str) -> Callable[[str], float | int]:
 
 def rate() -> Callable[[str], float]:
     """A control rate in Hz: the range of ``loop.rate_hz``."""
-    from controller.config import LoopConfig
+    from rtmpc.controller.config import LoopConfig
 
     return like(LoopConfig, "rate_hz")
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    from controller.bridge.config import DEFAULT_ENDPOINT
+    from rtmpc.controller.bridge.config import DEFAULT_ENDPOINT
 
     p.add_argument("--task", default="cartpole-swingup", help="task name (default cartpole-swingup)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT,
@@ -71,8 +71,9 @@ def print_summary(task: str, s: dict) -> None:
 
 
 def run(args) -> int:
-    import sim
-    from controller.bridge import FaultConfig, RobotServer, ServerConfig
+    from rtmpc.controller.bridge import FaultConfig, RobotServer, ServerConfig
+
+    from rtmpc import sim
 
     cfg = ServerConfig(endpoint=args.endpoint, key=args.key, watchdog_periods=args.watchdog, linger_s=args.linger,
                        episodes=args.episodes,

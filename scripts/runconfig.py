@@ -9,12 +9,12 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import Config, load, param, table
-from controller.config import LoopConfig, SafetyConfig
-from models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
-from models.latent_config import LatentConfig
-from planners.base import PlannerConfig
-from sim import TaskConfig
+from rtmpc.configs import Config, load, param, table
+from rtmpc.controller.config import LoopConfig, SafetyConfig
+from rtmpc.models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from rtmpc.models.latent_config import LatentConfig
+from rtmpc.planners.base import PlannerConfig
+from rtmpc.sim import TaskConfig
 
 from . import flags
 

@@ -11,8 +11,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import sim
-
+    from rtmpc import sim
     rows = []
     for name in sim.task_names():
         env = sim.make(name, action_repeat=args.action_repeat)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from configs import ConfigError, to_dict
-from configs.rundir import RunDir, write_yaml
+from rtmpc.configs import ConfigError, to_dict
+from rtmpc.configs.rundir import RunDir, write_yaml
 
 from .flags import count
 from .runconfig import RunConfig, add_config_arguments, load_run_config, print_config
@@ -61,9 +61,10 @@ def train_run(config: str | Path, *, out: str | Path | None = None, overrides=()
     overrides: ``key.path=value`` strings; seed: the run's seed (default the config's);
     resume: continue the run in ``out``; steps: environment steps (a cap for pets, the
     run's length for latent)."""
-    import sim
-    from models.runtime import load_model  # noqa: F401  (fail early if the runtime cannot load)
-    from planners import make_planner
+    from rtmpc.models.runtime import load_model  # noqa: F401  (fail early if the runtime cannot load)
+    from rtmpc.planners import make_planner
+
+    from rtmpc import sim
 
     cfg, run_dir = resolve_run(config, out=out, overrides=overrides, seed=seed, resume=resume, steps=steps)
     print_config(cfg, f"rtmpc train ({cfg.kind}) -> {run_dir.root}")
@@ -71,13 +72,13 @@ def train_run(config: str | Path, *, out: str | Path | None = None, overrides=()
     write_yaml(run_dir.config, to_dict(cfg))
     make_env = lambda: sim.make(cfg.task, seed=cfg.seed)  # noqa: E731
     if cfg.kind == "latent":
-        from models.latent_train import train_latent
+        from rtmpc.models.latent_train import train_latent
 
         rows = train_latent(run_dir, make_env=make_env,
                             make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng),
                             cfg=cfg.latent, seed=cfg.seed, resume=resume)
     else:
-        from models.pets_train import train_pets
+        from rtmpc.models.pets_train import train_pets
 
         rows = train_pets(
             run_dir, make_env=make_env,

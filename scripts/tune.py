@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from configs import ConfigError, from_dict, to_dict
+from rtmpc.configs import ConfigError, from_dict, to_dict
 
 from . import flags
 
 if TYPE_CHECKING:
-    from planners.tuning import SearchSpace, TrialResult
+    from rtmpc.planners.tuning import SearchSpace, TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,10 @@ def read_horizon_cap(model: Path) -> int | None:
 
 
 def resolve(args) -> Setup:
-    from controller.config import LoopTiming
-    from models.base import ModelError
-    from models.runtime import load_model
-    from planners.tuning import KINDS, SearchSpace, deadline_limit_ms
+    from rtmpc.controller.config import LoopTiming
+    from rtmpc.models.base import ModelError
+    from rtmpc.models.runtime import load_model
+    from rtmpc.planners.tuning import KINDS, SearchSpace, deadline_limit_ms
 
     from .control import control_config
     from .runconfig import config_or_runs
@@ -162,7 +162,7 @@ def resolve(args) -> Setup:
                           f"must both be at least 1")
     if args.probe_factor < 0:
         raise ConfigError(f"--probe-factor = {args.probe_factor} must be >= 0 (0 = no probe)")
-    from configs import parse_overrides
+    from rtmpc.configs import parse_overrides
 
     space = from_dict(SearchSpace, parse_overrides(args.space), prefix="space")
     cap = read_horizon_cap(model)
@@ -313,8 +313,7 @@ def _interrupted(result: dict) -> None:
 
 def make_objective(s: Setup, total: int, count):
     import optuna
-
-    from planners.tuning import planner_from_params, suggest_params
+    from rtmpc.planners.tuning import planner_from_params, suggest_params
 
     def objective(trial) -> tuple[float, float]:
         where = f"trial {trial.number} ({count() + 1}/{total})"
@@ -358,7 +357,7 @@ def make_objective(s: Setup, total: int, count):
 def enqueue_shrunk_base(trial, s: Setup, plan_ms: float) -> None:
     """The base config was over the accepted limit: queue it with fewer iterations (then
     samples) as the next trial, scaled by the time it took (planners.tuning.shrink_to_fit)."""
-    from planners.tuning import shrink_to_fit
+    from rtmpc.planners.tuning import shrink_to_fit
 
     params = shrink_to_fit(trial.params, plan_ms, s.limit_ms, s.space)
     if params is None:
@@ -372,8 +371,7 @@ def enqueue_shrunk_base(trial, s: Setup, plan_ms: float) -> None:
 # ------------------------------------------------------------------ results
 def collect(study, s: Setup) -> tuple[list[TrialResult], dict[str, int]]:
     from optuna.trial import TrialState
-
-    from planners.tuning import TrialResult, planner_from_params
+    from rtmpc.planners.tuning import TrialResult, planner_from_params
 
     results, states = [], {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "interrupted": 0}
     for t in study.get_trials(deepcopy=False):
@@ -406,7 +404,7 @@ def row(r: TrialResult, limit_ms: float) -> dict[str, Any]:
 def write_csv(path: Path, rows: list[dict]) -> None:
     import csv
 
-    from configs.rundir import atomic_path
+    from rtmpc.configs.rundir import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -435,7 +433,7 @@ def format_table(rows: list[dict]) -> str:
 def plot_front(results: list[TrialResult], front: list[TrialResult], best: TrialResult | None, s: Setup,
                path: Path, title: str) -> None:
     """Return against p99 plan time: every trial, the front, the best, and the time lines; a PNG."""
-    from configs.plots import pyplot, save_png
+    from rtmpc.configs.plots import pyplot, save_png
 
     period_ms = 1e3 / s.rate_hz
     fig, ax = pyplot().subplots(figsize=(7, 4.5), dpi=100)
@@ -485,8 +483,8 @@ def best_yaml_text(best: TrialResult, s: Setup, study_name: str, safety: float) 
 
 
 def report(study, s: Setup, out: Path, safety: float, storage_url: str) -> dict:
-    from configs.rundir import write_text
-    from planners.tuning import choose_best, pareto_front
+    from rtmpc.configs.rundir import write_text
+    from rtmpc.planners.tuning import choose_best, pareto_front
 
     results, states = collect(study, s)
     front = pareto_front(results)
@@ -566,7 +564,7 @@ def run(args) -> int:
     except ImportError:
         raise ConfigError("rtmpc tune needs optuna: pip install -e '.[tune]'") from None
 
-    from configs.rundir import write_text
+    from rtmpc.configs.rundir import write_text
 
     s = resolve(args)
     out = Path(args.out) if args.out else s.model.parent / "tune"
@@ -575,7 +573,7 @@ def run(args) -> int:
     name = args.study or f"{s.task}-{args.planner}-{s.rate_hz:g}hz"
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        for noisy in ("controller", "scripts.control"):
+        for noisy in ("rtmpc.controller", "rtmpc.scripts.control"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     storage = open_storage(url)
     study = open_study(storage, name, evaluation_key(s))

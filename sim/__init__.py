@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-from configs import Config, param  # noqa: E402
+from rtmpc.configs import Config, param  # noqa: E402
 
 from .base import Env, TaskError, TaskSpec  # noqa: E402
 from .mjcf import BoundConfig, CostConfig, MJCFEnv, TargetConfig, cost_task  # noqa: E402

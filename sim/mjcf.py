@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from configs import Config, ConfigError, param
+from rtmpc.configs import Config, ConfigError, param
 
 from .base import Env, TaskError, TaskSpec
 

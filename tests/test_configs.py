@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 
 import pytest
-
-from configs import Config, ConfigError, from_dict, load, param, parse_overrides, table, to_dict
+from rtmpc.configs import Config, ConfigError, from_dict, load, param, parse_overrides, table, to_dict
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from configs.rundir import atomic_write, atomic_write_bytes
+    from rtmpc.configs.rundir import atomic_write, atomic_write_bytes
 
     target = atomic_write_bytes(tmp_path / "model.onnx", b"old")
 
@@ -94,7 +93,7 @@ def test_table_leaves_out_skipped_top_level_sections_only():
 
 
 def test_run_listing_leaves_out_the_other_model_family():
-    from scripts.runconfig import RunConfig
+    from rtmpc.scripts.runconfig import RunConfig
     latent_cfg, pets_cfg = from_dict(RunConfig, {"kind": "latent"}), from_dict(RunConfig, {})
     latent = table(latent_cfg, skip=latent_cfg.unused_sections())
     pets = table(pets_cfg, skip=pets_cfg.unused_sections())

@@ -7,11 +7,11 @@
 Zenoh is imported only when a session is opened (``pip install 'rtmpc[bridge]'``).
 """
 
-from controller.bridge.client import BridgeRobot
-from controller.bridge.config import DEFAULT_ENDPOINT, BridgeConfig, FaultConfig, ServerConfig
-from controller.bridge.messages import VERSION, MessageError
-from controller.bridge.server import RobotServer
-from controller.bridge.transport import BridgeError
+from rtmpc.controller.bridge.client import BridgeRobot
+from rtmpc.controller.bridge.config import DEFAULT_ENDPOINT, BridgeConfig, FaultConfig, ServerConfig
+from rtmpc.controller.bridge.messages import VERSION, MessageError
+from rtmpc.controller.bridge.server import RobotServer
+from rtmpc.controller.bridge.transport import BridgeError
 
 __all__ = ["BridgeRobot", "RobotServer", "BridgeConfig", "ServerConfig", "FaultConfig", "BridgeError",
            "MessageError", "VERSION", "DEFAULT_ENDPOINT"]

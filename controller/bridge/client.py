@@ -9,8 +9,7 @@ import time
 from typing import Callable
 
 import numpy as np
-
-from controller.base import Observation
+from rtmpc.controller.base import Observation
 
 from .config import BridgeConfig
 from .messages import (

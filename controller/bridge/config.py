@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from configs import Config, ConfigError, param
+from rtmpc.configs import Config, ConfigError, param
 
 __all__ = ["FaultConfig", "BridgeConfig", "ServerConfig", "DEFAULT_ENDPOINT", "check_endpoint"]
 

@@ -34,8 +34,7 @@ import threading
 from typing import Any, Callable
 
 import numpy as np
-
-from controller.base import Clock, MonotonicClock, Robot
+from rtmpc.controller.base import Clock, MonotonicClock, Robot
 
 from .config import ServerConfig
 from .messages import (

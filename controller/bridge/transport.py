@@ -18,8 +18,7 @@ import threading
 from typing import Any, Callable
 
 import numpy as np
-
-from configs import ConfigError
+from rtmpc.configs import ConfigError
 
 from .config import FaultConfig
 

@@ -11,9 +11,8 @@ import sys
 
 import numpy as np
 from bridge_fakes import ConstantPlanner
-
-from controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter
-from controller.bridge import BridgeConfig, BridgeRobot
+from rtmpc.controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter
+from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
 
 
 def main(endpoint: str, rate: float) -> int:

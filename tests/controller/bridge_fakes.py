@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from controller import Observation
-from planners.base import Planner, PlanStats
+from rtmpc.controller import Observation
+from rtmpc.planners.base import Planner, PlanStats
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -141,7 +140,7 @@ def process(args: list[str], log_dir: Path, name: str):
 
 
 def robot_args(port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "scripts.cli", "robot", "--task", "cartpole-swingup", "--endpoint",
+    return [sys.executable, "-m", "rtmpc.scripts.cli", "robot", "--task", "cartpole-swingup", "--endpoint",
             endpoint(port), "--json", "--duration", "60", *extra]
 
 

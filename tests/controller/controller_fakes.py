@@ -14,9 +14,8 @@ import time
 from typing import Callable
 
 import numpy as np
-
-from controller import Observation, VirtualClock
-from planners.base import Planner, PlanStats
+from rtmpc.controller import Observation, VirtualClock
+from rtmpc.planners.base import Planner, PlanStats
 
 GUARD_S = 5.0  # real seconds any wait in a test may take before it fails
 

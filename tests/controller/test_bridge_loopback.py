@@ -15,9 +15,9 @@ from bridge_fakes import ConstantPlanner, ToyRobot, endpoint, free_port, wait_un
 
 pytest.importorskip("zenoh")
 
-from configs import ConfigError  # noqa: E402
-from controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter  # noqa: E402
-from controller.bridge import (  # noqa: E402
+from rtmpc.configs import ConfigError  # noqa: E402
+from rtmpc.controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter  # noqa: E402
+from rtmpc.controller.bridge import (  # noqa: E402
     BridgeConfig,
     BridgeError,
     BridgeRobot,
@@ -25,9 +25,9 @@ from controller.bridge import (  # noqa: E402
     RobotServer,
     ServerConfig,
 )
-from controller.bridge.client import ALIVE_AGAIN_AFTER  # noqa: E402
-from controller.bridge.messages import OBS_DONE, OBS_WAITING, OBS_WATCHDOG, VERSION, CmdEncoder, ObsEncoder  # noqa: E402
-from controller.bridge.transport import declare_publisher, open_session  # noqa: E402
+from rtmpc.controller.bridge.client import ALIVE_AGAIN_AFTER  # noqa: E402
+from rtmpc.controller.bridge.messages import OBS_DONE, OBS_WAITING, OBS_WATCHDOG, VERSION, CmdEncoder, ObsEncoder  # noqa: E402
+from rtmpc.controller.bridge.transport import declare_publisher, open_session  # noqa: E402
 
 PERIOD = 0.01
 

@@ -6,8 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-
-from controller.bridge.messages import (
+from rtmpc.controller.bridge.messages import (
     CMD_HEAD,
     MAGIC,
     OBS_DONE,

@@ -22,11 +22,11 @@ from bridge_fakes import (
 
 pytest.importorskip("zenoh")
 
-from controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter  # noqa: E402
-from controller.bridge import BridgeConfig, BridgeRobot, FaultConfig  # noqa: E402
-from controller.bridge.messages import OBS_WAITING, OBS_WATCHDOG  # noqa: E402
-from controller.safety import STALE_OBS  # noqa: E402
-from controller.telemetry import PLAN, SAFE  # noqa: E402
+from rtmpc.controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter  # noqa: E402
+from rtmpc.controller.bridge import BridgeConfig, BridgeRobot, FaultConfig  # noqa: E402
+from rtmpc.controller.bridge.messages import OBS_WAITING, OBS_WATCHDOG  # noqa: E402
+from rtmpc.controller.safety import STALE_OBS  # noqa: E402
+from rtmpc.controller.telemetry import PLAN, SAFE  # noqa: E402
 
 ROBOT_PERIOD = 0.01  # cartpole-swingup
 SLACK_S = 0.03  # scheduling noise allowed on a loaded 2-core machine

@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from controller_fakes import FakeClock, FakePlanner, FakeRobot
-
-from controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter
-from controller.telemetry import FALLBACK, PLAN, SAFE
-from planners.base import Planner, PlanStats
+from rtmpc.controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter
+from rtmpc.controller.telemetry import FALLBACK, PLAN, SAFE
+from rtmpc.planners.base import Planner, PlanStats
 
 MODES = ("async", "sync")
 

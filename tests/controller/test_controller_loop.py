@@ -10,9 +10,8 @@ import signal
 import numpy as np
 import pytest
 from controller_fakes import FakeClock, FakePlanner, FakeRobot
-
-from configs import ConfigError
-from controller import (
+from rtmpc.configs import ConfigError
+from rtmpc.controller import (
     ControlLoop,
     FastForwardClock,
     LoopConfig,
@@ -22,8 +21,8 @@ from controller import (
     SafetyFilter,
     summarize,
 )
-from controller.safety import CLIPPED, NONFINITE_ACTION, NONFINITE_OBS, RATE_LIMITED, STALE_OBS
-from controller.telemetry import FALLBACK, NONE, PLAN, SAFE
+from rtmpc.controller.safety import CLIPPED, NONFINITE_ACTION, NONFINITE_OBS, RATE_LIMITED, STALE_OBS
+from rtmpc.controller.telemetry import FALLBACK, NONE, PLAN, SAFE
 
 MODES = ("async", "sync")
 

@@ -6,10 +6,9 @@ import logging
 
 import numpy as np
 import pytest
-
-from configs import ConfigError
-from controller import Observation, SafetyConfig, SafetyFilter
-from controller.safety import CLIPPED, NONFINITE_ACTION, NONFINITE_OBS, RATE_LIMITED, STALE_OBS, kinds_of
+from rtmpc.configs import ConfigError
+from rtmpc.controller import Observation, SafetyConfig, SafetyFilter
+from rtmpc.controller.safety import CLIPPED, NONFINITE_ACTION, NONFINITE_OBS, RATE_LIMITED, STALE_OBS, kinds_of
 
 
 def obs(values=(0.0, 0.0), stamp=0.0, seq=0):
@@ -114,7 +113,7 @@ def test_emergency_resets_the_rate_limit_origin():
 
 def test_each_kind_logs_once_when_it_starts(caplog):
     f = SafetyFilter([-1.0], [1.0], 0.1)
-    with caplog.at_level(logging.WARNING, logger="controller.safety"):
+    with caplog.at_level(logging.WARNING, logger="rtmpc.controller.safety"):
         for _ in range(3):
             f.filter(np.array([np.nan]))
         f.filter(np.array([0.0]))

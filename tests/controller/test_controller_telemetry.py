@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 import pytest
-
-from controller import FastForwardClock, Observation, Telemetry, VirtualClock
-from controller.safety import CLIPPED, STALE_OBS
-from controller.telemetry import FALLBACK, PLAN, SAFE
+from rtmpc.controller import FastForwardClock, Observation, Telemetry, VirtualClock
+from rtmpc.controller.safety import CLIPPED, STALE_OBS
+from rtmpc.controller.telemetry import FALLBACK, PLAN, SAFE
 
 
 def fill(tel, n, start=0):
@@ -95,7 +94,7 @@ def test_fast_forward_clock_skips_idle_time():
 
 
 def test_episode_plot_is_a_png_and_an_empty_run_is_a_clear_error(tmp_path):
-    from controller.plot import plot_episode
+    from rtmpc.controller.plot import plot_episode
 
     tel = Telemetry(16, 2, 1)
     fill(tel, 12)  # misses, fallbacks, safe actions

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from models.buffer import ReplayBuffer
-from models.config import EnsembleConfig
-from models.ensemble import ProbabilisticEnsemble
+from rtmpc.models.buffer import ReplayBuffer
+from rtmpc.models.config import EnsembleConfig
+from rtmpc.models.ensemble import ProbabilisticEnsemble
 
 SMALL = EnsembleConfig(members=5, hidden=32, layers=2)
 

@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 import pytest
-
-from models.analysis import (
+from rtmpc.models.analysis import (
     FunctionPredictor,
     LatentPredictor,
     PETSPredictor,
@@ -30,7 +29,7 @@ from models.analysis import (
     supported_horizon,
     to_json,
 )
-from models.base import ModelError
+from rtmpc.models.base import ModelError
 
 # -- a linear toy system: x' = x + 0.1 u, reward c . x' (known answers) --------------------
 B = np.array([[0.1, 0.0], [0.0, 0.1], [0.05, -0.05]])  # (O=3, A=2)
@@ -118,8 +117,7 @@ def test_baselines_on_a_constant_velocity_system():
 
 def test_the_true_simulator_as_a_model_is_exact():
     """Rolled from saved physics states, the simulator reproduces its own episodes."""
-    import sim
-
+    from rtmpc import sim
     env = sim.make("cartpole-swingup", seed=0, action_repeat=4, episode_steps=25)
     rng = np.random.default_rng(0)
     trs = [collect_trajectory(env, lambda o: rng.uniform(-1, 1, 1), seed=s, source="random") for s in range(2)]
@@ -187,8 +185,7 @@ def test_pets_predictor_mean_and_compounding_disagreement(tmp_path):
     mean (expectation) the spread stays one step's."""
     torch = pytest.importorskip("torch")
     from pets_toys import constant_ensemble
-
-    from models.export import export_onnx
+    from rtmpc.models.export import export_onnx
 
     torch.set_num_threads(1)
     deltas = np.array([[-1.0, 0.5], [0.0, 0.5], [1.0, 0.5], [2.0, 0.5], [3.0, 0.5]])
@@ -275,10 +272,10 @@ def test_latent_predictor_scores_as_the_planner_does(tmp_path):
     """A latent model's file gives only whole-sequence scores: step k must equal the
     runtime's deterministic score of the first k actions, and the report is built on it."""
     torch = pytest.importorskip("torch")
-    from models.latent import LatentWorldModel
-    from models.latent_config import LatentModelConfig
-    from models.latent_export import export_latent
-    from models.runtime import load_model
+    from rtmpc.models.latent import LatentWorldModel
+    from rtmpc.models.latent_config import LatentModelConfig
+    from rtmpc.models.latent_export import export_latent
+    from rtmpc.models.runtime import load_model
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -9,14 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from models import ModelError, load_model
-from models.latent import LatentWorldModel, make_graph
-from models.latent_config import LatentModelConfig
-from models.latent_export import check_latent_parity, export_latent
-from models.latent_runtime import LatentRolloutModel
-from models.runtime import read_metadata
-from planners import PlannerConfig, make_planner
+from rtmpc.models import ModelError, load_model
+from rtmpc.models.latent import LatentWorldModel, make_graph
+from rtmpc.models.latent_config import LatentModelConfig
+from rtmpc.models.latent_export import check_latent_parity, export_latent
+from rtmpc.models.latent_runtime import LatentRolloutModel
+from rtmpc.models.runtime import read_metadata
+from rtmpc.planners import PlannerConfig, make_planner
 
 TINY = LatentModelConfig(latent_dim=16, hidden=32, enc_hidden=32, num_q=3, num_bins=21)
 LOW, HIGH = np.array([-2.0, 0.0]), np.array([1.0, 3.0])  # asymmetric bounds on purpose

@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from configs import ConfigError
-from models.buffer import ReplayBuffer
-from models.latent import (
+from rtmpc.configs import ConfigError
+from rtmpc.models.buffer import ReplayBuffer
+from rtmpc.models.latent import (
     LatentLearner,
     LatentWorldModel,
     SimNorm,
@@ -19,8 +18,8 @@ from models.latent import (
     two_hot,
     two_hot_inv,
 )
-from models.latent_config import LatentModelConfig, LatentTrainConfig, tdmpc2_discount
-from models.latent_train import sample_batch
+from rtmpc.models.latent_config import LatentModelConfig, LatentTrainConfig, tdmpc2_discount
+from rtmpc.models.latent_train import sample_batch
 
 TINY = LatentModelConfig(latent_dim=16, hidden=32, enc_hidden=32, num_q=2, num_bins=21)
 

@@ -8,16 +8,16 @@ import csv
 import numpy as np
 import pytest
 import torch
+from rtmpc.configs import from_dict
+from rtmpc.configs.rundir import RunDir
+from rtmpc.models import load_model
+from rtmpc.models.buffer import ReplayBuffer
+from rtmpc.models.latent import load_latent
+from rtmpc.models.latent_config import LatentConfig
+from rtmpc.models.latent_train import train_latent
+from rtmpc.planners import PlannerConfig, make_planner
 
-import sim
-from configs import from_dict
-from configs.rundir import RunDir
-from models import load_model
-from models.buffer import ReplayBuffer
-from models.latent import load_latent
-from models.latent_config import LatentConfig
-from models.latent_train import train_latent
-from planners import PlannerConfig, make_planner
+from rtmpc import sim
 
 STEPS = 15  # agent steps per episode
 CFG_DICT = {

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models import ModelError, ReplayBuffer
+from rtmpc.models import ModelError, ReplayBuffer
 
 
 def filled(n: int = 37) -> ReplayBuffer:

@@ -5,13 +5,13 @@ import csv
 
 import numpy as np
 import pytest
+from rtmpc.configs.rundir import RunDir
+from rtmpc.models.buffer import ReplayBuffer
+from rtmpc.models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from rtmpc.models.pets_train import train_pets
+from rtmpc.planners import PlannerConfig, make_planner
 
-import sim
-from configs.rundir import RunDir
-from models.buffer import ReplayBuffer
-from models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
-from models.pets_train import train_pets
-from planners import PlannerConfig, make_planner
+from rtmpc import sim
 
 ENS = EnsembleConfig(members=2, hidden=16, layers=2)
 FIT = TrainConfig(epochs=3, batch_size=32)

@@ -13,11 +13,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from pets_toys import SMALL, constant_ensemble, sine_buffer
-
-from models import EnsembleConfig, ModelError, load_model
-from models.ensemble import ProbabilisticEnsemble
-from models.export import PARITY_ATOL, check_parity, export_onnx
-from models.runtime import PETSRolloutModel, read_metadata
+from rtmpc.models import EnsembleConfig, ModelError, load_model
+from rtmpc.models.ensemble import ProbabilisticEnsemble
+from rtmpc.models.export import PARITY_ATOL, check_parity, export_onnx
+from rtmpc.models.runtime import PETSRolloutModel, read_metadata
 
 GAMMA = 0.9
 # Member e moves dim 0 by DELTAS[e, 0] (mean 1, std sqrt 2) and dim 1 by 0.5; reward e.

@@ -8,12 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from pets_toys import SMALL, sine_buffer
-
-from models import ModelError, TrainConfig, load_model
-from models.ensemble import ProbabilisticEnsemble, fit_ensemble
-from models.export import export_onnx
-from models.quantize import compare_predictions, gemm_to_matmul, int8_path, quantize_int8
-from models.runtime import read_metadata
+from rtmpc.models import ModelError, TrainConfig, load_model
+from rtmpc.models.ensemble import ProbabilisticEnsemble, fit_ensemble
+from rtmpc.models.export import export_onnx
+from rtmpc.models.quantize import compare_predictions, gemm_to_matmul, int8_path, quantize_int8
+from rtmpc.models.runtime import read_metadata
 
 
 @pytest.fixture(scope="module")

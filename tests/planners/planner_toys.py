@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from models.base import ModelDims, RolloutModel
+from rtmpc.models.base import ModelDims, RolloutModel
 
 
 class LinearQuadratic(RolloutModel):

@@ -8,10 +8,9 @@ import sys
 import numpy as np
 import pytest
 from planner_toys import LinearQuadratic, NaNAbove, lqr_actions, point_mass, scalar_system
-
-from configs import ConfigError
-from models.base import ModelDims, ModelError, RolloutModel
-from planners import CEM, MPPI, Planner, PlannerConfig, make_planner
+from rtmpc.configs import ConfigError
+from rtmpc.models.base import ModelDims, ModelError, RolloutModel
+from rtmpc.planners import CEM, MPPI, Planner, PlannerConfig, make_planner
 
 KINDS = ["cem", "mppi"]
 X0 = np.array([0.5, -0.3, 0.0, 0.2])

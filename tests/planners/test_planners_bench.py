@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from planners.bench import (
+from rtmpc.planners.bench import (
     best_seconds,
     flop_bound_seconds,
     format_table,

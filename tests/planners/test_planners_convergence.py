@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from planner_toys import LinearQuadratic, lqr_actions, point_mass, scalar_system
-
-from planners import CEM, MPPI, PlannerConfig, make_planner
+from rtmpc.planners import CEM, MPPI, PlannerConfig, make_planner
 
 KINDS = ["cem", "mppi"]
 

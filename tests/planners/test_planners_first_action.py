@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from planner_toys import LinearQuadratic, lqr_actions, point_mass
-
-from planners import PlannerConfig, make_planner
+from rtmpc.planners import PlannerConfig, make_planner
 
 KINDS = ["cem", "mppi"]
 X0 = np.array([0.5, -0.3, 0.0, 0.2])

@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-
-from planners import kernels
+from rtmpc.planners import kernels
 
 
 def test_finalize_scores_makes_every_nonfinite_minus_inf_and_counts_them():

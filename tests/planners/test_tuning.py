@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-
-from configs import ConfigError
-from planners.base import PlannerConfig
-from planners.tuning import (
+from rtmpc.configs import ConfigError
+from rtmpc.planners.base import PlannerConfig
+from rtmpc.planners.tuning import (
     SearchSpace,
     TrialResult,
     choose_best,

@@ -3,9 +3,8 @@
 import json
 
 import pytest
+from rtmpc.models.analysis import read_suggested_horizon
 from tiny_run import rtmpc
-
-from models.analysis import read_suggested_horizon
 
 
 def test_analyze_writes_report_plots_and_json_line(run_dir):

@@ -4,9 +4,8 @@ import json
 import subprocess
 
 import numpy as np
+from rtmpc.scripts.cli import main
 from tiny_run import RTMPC
-
-from scripts.cli import main
 
 TINY = ["--hidden", "8", "--layers", "1", "--ensemble", "2", "--obs-dim", "3", "--samples", "16", "--horizon", "3",
         "--repeats", "2", "--warmup", "1"]

@@ -24,8 +24,8 @@ def test_tasks_lists_dimensions():
 
 
 def _subcommands():
-    from scripts.bench import BENCHES
-    from scripts.cli import COMMANDS
+    from rtmpc.scripts.bench import BENCHES
+    from rtmpc.scripts.cli import COMMANDS
 
     return [[name] for name in COMMANDS if name != "bench"] + [["bench", name] for name in BENCHES]
 

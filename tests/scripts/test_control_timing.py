@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import rtmpc.scripts.control as control
 import yaml
 
-import controller
-import scripts.control as control
-import sim
+from rtmpc import controller, sim
 
 
 @pytest.fixture
@@ -68,7 +67,7 @@ def test_one_rate_for_loop_safety_robot_and_summary(run_dir, tmp_path, seen, fla
 def test_a_model_on_another_task_is_refused_or_warned_with_both_names(caplog):
     from types import SimpleNamespace
 
-    from models.base import ModelError
+    from rtmpc.models.base import ModelError
 
     dims = SimpleNamespace(obs_dim=5, act_dim=1)
     with pytest.raises(ModelError, match=r"task point-target \(the model was trained on cartpole-swingup\)"):

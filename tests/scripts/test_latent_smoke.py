@@ -75,8 +75,8 @@ def test_user_errors_are_one_line(args, message, tmp_path):
 
 
 def test_bench_tdmpc_speed_times_steps_in_turn_and_overlapped():
-    res = subprocess.run([sys.executable, "-m", "scripts.bench_tdmpc", "speed", "--latent", "16", "--hidden", "16",
-                          "--threads", "1", "--updates", "2", "--plans", "2", "--steps", "2"],
+    res = subprocess.run([sys.executable, "-m", "rtmpc.scripts.bench_tdmpc", "speed", "--latent", "16",
+                          "--hidden", "16", "--threads", "1", "--updates", "2", "--plans", "2", "--steps", "2"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import rtmpc.scripts.control as control_cmd
 import yaml
 from tiny_run import rtmpc
 
@@ -73,9 +74,8 @@ def _fake_result(ret, p99, p50=None, stop_reason="done"):
 
 def test_failed_diverged_and_slow_trials_are_recorded_and_the_study_goes_on(model, tmp_path, monkeypatch):
     """run_episodes is replaced by a script of outcomes: no simulation, only the study's bookkeeping."""
-    import scripts.control
-    from scripts.cli import main
-    from scripts.tune import PROBE_CYCLES
+    from rtmpc.scripts.cli import main
+    from rtmpc.scripts.tune import PROBE_CYCLES
 
     outcomes = iter([
         ("probe", _fake_result(1.0, 1.0)), ("full", _fake_result(10.0, 5.0)),  # 0: complete
@@ -92,7 +92,7 @@ def test_failed_diverged_and_slow_trials_are_recorded_and_the_study_goes_on(mode
             raise result
         return result
 
-    monkeypatch.setattr(scripts.control, "run_episodes", fake_run_episodes)
+    monkeypatch.setattr(control_cmd, "run_episodes", fake_run_episodes)
     out = tmp_path / "tune"
     rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "5", "--study", "s", "--json"])
     assert rc == 0
@@ -108,10 +108,9 @@ def test_failed_diverged_and_slow_trials_are_recorded_and_the_study_goes_on(mode
 
 
 def test_no_trial_fits_exits_1_without_best_yaml(model, tmp_path, monkeypatch):
-    import scripts.control
-    from scripts.cli import main
+    from rtmpc.scripts.cli import main
 
-    monkeypatch.setattr(scripts.control, "run_episodes", lambda *a, **kw: _fake_result(1.0, 1e4, p50=1.0))
+    monkeypatch.setattr(control_cmd, "run_episodes", lambda *a, **kw: _fake_result(1.0, 1e4, p50=1.0))
     out = tmp_path / "tune"
     (out).mkdir()
     (out / "best.yaml").write_text("planner: {}\n")  # stale: must not survive
@@ -122,9 +121,8 @@ def test_no_trial_fits_exits_1_without_best_yaml(model, tmp_path, monkeypatch):
 def test_analysis_json_beside_the_model_caps_the_horizon(model, tmp_path, monkeypatch, caplog):
     import shutil
 
-    import scripts.control
-    from scripts.cli import main
-    from scripts.tune import read_horizon_cap
+    from rtmpc.scripts.cli import main
+    from rtmpc.scripts.tune import read_horizon_cap
 
     run = tmp_path / "run"
     run.mkdir()
@@ -134,8 +132,8 @@ def test_analysis_json_beside_the_model_caps_the_horizon(model, tmp_path, monkey
     assert read_horizon_cap(run / "model.onnx") is None  # unreadable: ignored with a warning
     (run / "analysis.json").write_text(json.dumps({"suggested_horizon": 4, "other": 1}))
     assert read_horizon_cap(run / "model.onnx") == 4
-    monkeypatch.setattr(scripts.control, "run_episodes", lambda *a, **kw: _fake_result(1.0, 1.0))
-    with caplog.at_level("INFO", logger="scripts.tune"):
+    monkeypatch.setattr(control_cmd, "run_episodes", lambda *a, **kw: _fake_result(1.0, 1.0))
+    with caplog.at_level("INFO", logger="rtmpc.scripts.tune"):
         assert main(["tune", "--model", str(run / "model.onnx"), "--trials", "6", "--study", "s"]) == 0
     assert "horizon searched up to 4" in caplog.text and "analysis.json" in caplog.text
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{run / 'tune' / 'study.db'}")
@@ -143,14 +141,13 @@ def test_analysis_json_beside_the_model_caps_the_horizon(model, tmp_path, monkey
 
 
 def test_a_config_error_inside_a_trial_fails_that_trial_only(model, tmp_path, monkeypatch):
-    import scripts.control
-    from configs import ConfigError
-    from scripts.cli import main
+    from rtmpc.configs import ConfigError
+    from rtmpc.scripts.cli import main
 
     def refuse(*a, **kw):
         raise ConfigError("loop.rate_hz = 1e9 cannot be kept")
 
-    monkeypatch.setattr(scripts.control, "run_episodes", refuse)
+    monkeypatch.setattr(control_cmd, "run_episodes", refuse)
     out = tmp_path / "tune"
     rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "2", "--study", "s"])
     assert rc == 1  # nothing to choose from
@@ -161,11 +158,10 @@ def test_a_config_error_inside_a_trial_fails_that_trial_only(model, tmp_path, mo
 
 def test_fewer_samples_than_the_base_prior_are_searched_with_a_smaller_prior(model, tmp_path, monkeypatch):
     # A base with 50 of 100 samples from the policy prior; every trial draws 16..40 samples.
-    import scripts.control
-    from scripts.cli import main
+    from rtmpc.scripts.cli import main
 
     seen = []
-    monkeypatch.setattr(scripts.control, "run_episodes",
+    monkeypatch.setattr(control_cmd, "run_episodes",
                         lambda model, task, cfg, **kw: seen.append(cfg.planner) or _fake_result(1.0, 1.0))
     out = tmp_path / "tune"
     rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "3", "--study", "s",
@@ -178,8 +174,7 @@ def test_fewer_samples_than_the_base_prior_are_searched_with_a_smaller_prior(mod
 
 def test_a_base_config_over_the_limit_is_tried_next_with_fewer_iterations(model, tmp_path, monkeypatch):
     # plan time proportional to iterations x samples: the base (6 x 100) takes 60 ms against 31.5
-    import scripts.control
-    from scripts.cli import main
+    from rtmpc.scripts.cli import main
 
     seen = []
 
@@ -187,7 +182,7 @@ def test_a_base_config_over_the_limit_is_tried_next_with_fewer_iterations(model,
         seen.append(cfg.planner)
         return _fake_result(1.0, 0.1 * cfg.planner.iterations * cfg.planner.samples)
 
-    monkeypatch.setattr(scripts.control, "run_episodes", fake)
+    monkeypatch.setattr(control_cmd, "run_episodes", fake)
     out = tmp_path / "tune"
     rc = main(["tune", "--model", str(model), "--out", str(out), "--trials", "3", "--study", "s", "--rate", "20",
                "--set", "planner.iterations=6", "--set", "planner.samples=100", "--probe-factor", "0"])

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from rtmpc.configs import ConfigError, from_dict
+from rtmpc.sim.base import TaskError
 
-import sim
-from configs import ConfigError, from_dict
-from sim.base import TaskError
+from rtmpc import sim
 
 ARM = """
 <mujoco>

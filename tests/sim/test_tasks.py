@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from rtmpc.sim.base import TaskError
 
-import sim
-from sim.base import TaskError
+from rtmpc import sim
 
 ALL = sim.task_names()
 
