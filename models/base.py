@@ -1,4 +1,11 @@
-"""The seam between models and planners: a :class:`RolloutModel`.
+"""The seams between models, planners and the controller.
+
+- :class:`RolloutModel`: ``rollout(obs0, actions) -> returns`` for sampling planners (CEM, MPPI);
+- :class:`Policy`: ``act(obs, state) -> action, state`` for a trained actor (feed-forward or
+  recurrent), run by the policy runner;
+- :class:`StepModel`: ``initial``, ``recurrent``, ``predict`` for tree search (MuZero-style);
+- :class:`Family`: what a model family's package under ``rtmpc.models`` provides (see
+  :mod:`rtmpc.models.registry`).
 
 Imports numpy only: planners and the deployed controller depend on this module and
 never on torch.
@@ -9,11 +16,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["ModelDims", "RolloutModel", "ModelError", "meta_value"]
+__all__ = ["ModelDims", "RolloutModel", "Policy", "StepModel", "Family", "ModelError", "meta_value"]
 
 
 class ModelError(ValueError):
@@ -87,3 +94,89 @@ class RolloutModel(abc.ABC):
         if not np.all(np.isfinite(obs)):
             raise ModelError(f"observation is not finite: {obs.tolist()}")
         return obs
+
+
+class Policy(abc.ABC):
+    """A trained actor: ``act(obs (O,), state) -> (action (A,), state)``.
+
+    ``state`` is the actor's recurrent state as a tuple of arrays (``()`` for a
+    feed-forward actor); :meth:`initial_state` gives the one an episode starts from.
+    Exported to ONNX with the state as input and output, so deployment runs the same
+    graph. ``deterministic`` chooses the mean (or argmax) action over a sample; a
+    stochastic policy draws from the injected generator. A discrete-action policy returns
+    its action index as a float array of shape (1,).
+    """
+
+    dims: ModelDims
+    deterministic: bool = True
+
+    def initial_state(self) -> tuple[np.ndarray, ...]:
+        """The recurrent state at an episode's start (``()`` for a feed-forward actor)."""
+        return ()
+
+    @abc.abstractmethod
+    def act(self, obs: np.ndarray,
+            state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        ...
+
+
+class StepModel(abc.ABC):
+    """A model stepped one action at a time, for tree search (MuZero, Schrittwieser et al. 2020).
+
+    ``initial(obs (O,)) -> latent (Z,)``; ``recurrent(latent (N, Z), action (N, A)) ->
+    (latent (N, Z), reward (N,))``; ``predict(latent (N, Z)) -> (value (N,), policy (N, n))``
+    with ``policy`` the prior over the n discrete actions (logits), or over n sampled
+    actions for continuous ones.
+    """
+
+    dims: ModelDims
+
+    @abc.abstractmethod
+    def initial(self, obs: np.ndarray) -> np.ndarray:
+        ...
+
+    @abc.abstractmethod
+    def recurrent(self, latent: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+    @abc.abstractmethod
+    def predict(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+
+class Family(Protocol):
+    """What a model family's package (``models/<family>/__init__.py``) provides. The package
+    itself imports neither torch nor the simulator; each entry point imports what it needs.
+
+    NAME: the family's name (run config ``kind``, exported files' ``kind`` metadata);
+    SECTIONS: the run config sections it reads; STEPS_KEY: the config path ``--steps`` sets;
+    PRECISIONS: the export precisions it offers ("fp32" first); DISABLED_OPTIMIZERS: ONNX
+    Runtime graph optimizers its sessions run without; EXAMPLE_CONFIG: the shipped config a
+    user starts from; SMOKE_OVERRIDES: ``key=value`` settings small enough that train ->
+    export -> control runs in seconds (the contract test over every family uses them).
+    """
+
+    NAME: str
+    SECTIONS: tuple[str, ...]
+    STEPS_KEY: tuple[str, ...]
+    PRECISIONS: tuple[str, ...]
+    DISABLED_OPTIMIZERS: tuple[str, ...]
+    EXAMPLE_CONFIG: str
+    SMOKE_OVERRIDES: tuple[str, ...]
+
+    def train_model(self, run_dir, cfg, *, make_env: Callable, make_planner: Callable, resume: bool) -> list[dict]:
+        """Train (or resume) into ``run_dir`` from the run config ``cfg``; the metrics rows.
+        ``make_planner(model, rng)`` builds the run's planner over an exported model."""
+
+    def export_model(self, run_dir, cfg, *, out, spec, buffer, rows: np.ndarray, metadata: dict[str, str],
+               precision: str = "fp32") -> dict[str, Any]:
+        """Export the run's model (trained on the task ``spec``) to ``out`` and check it against
+        PyTorch on random inputs and the buffer's ``rows``. Returns parity_max_abs,
+        tolerance_abs, tolerance_rel and what (the outputs compared); with another
+        precision, that copy's report under its name."""
+
+    def runtime_class(self) -> Callable[..., RolloutModel]:
+        """The RolloutModel class of its exported files, ``cls(session, meta, source, **options)``."""
+
+    def predictor_class(self) -> Callable[..., Any]:
+        """Its predictor for ``rtmpc analyze``, ``cls(path, **options)``."""

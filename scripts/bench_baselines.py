@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from rtmpc.models.ensemble import ProbabilisticEnsemble
+from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
 
 __all__ = ["TorchPlanner", "LatentTorchPlanner", "PytorchMPPI", "pytorch_mppi_available", "torch_gemm"]
 
@@ -122,11 +122,11 @@ class LatentTorchPlanner(TorchPlanner):
     ``prior_samples`` policy-prior trajectories drawn once per plan join every iteration's
     samples; a candidate's score is its discounted latent rewards plus the discounted
     terminal value (mean of a random pair of Q heads at the prior's action), computed by
-    the model's own eager graph (:func:`models.latent.make_graph`, the graph the ONNX file
+    the model's own eager graph (:func:`models.tdmpc.model.make_graph`, the graph the ONNX file
     was exported from)."""
 
     def __init__(self, model, *, gamma: float, prior_samples: int, **kw) -> None:
-        from rtmpc.models.latent import make_graph
+        from rtmpc.models.tdmpc.model import make_graph
 
         super().__init__(model, **kw)
         self.graph = make_graph(model, gamma).eval()

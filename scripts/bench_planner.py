@@ -72,7 +72,7 @@ def add_arguments(p) -> None:
     g.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
     g.add_argument("--particles", type=int, default=0, help="particles per candidate P (0: one per member)")
     g.add_argument("--layout", default="members", choices=("members", "batched"),
-                   help="ONNX graph layout (models.export.LAYOUTS)")
+                   help="ONNX graph layout (models.pets.export.LAYOUTS)")
     g = p.add_argument_group("planner")
     g.add_argument("--planner", default="mppi", choices=("cem", "mppi"))
     g.add_argument("--samples", type=flags.count(2, 1_000_000), default=None,
@@ -90,7 +90,7 @@ def add_arguments(p) -> None:
     g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of default "
                                                    "(load_model's), lanes (always split), intra, intra-spin")
     g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
-    g.add_argument("--int8", action="store_true", help="also time the int8 copy of the export (models.quantize; "
+    g.add_argument("--int8", action="store_true", help="also time the int8 copy of the export (models.pets.quantize; "
                                                      "load_model's default mode)")
     g.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
     g.add_argument("--seed", type=flags.seed(), default=0)
@@ -170,7 +170,7 @@ def _resolve_defaults(args) -> None:
 
 
 def latent_layers(model) -> dict[str, list[tuple[int, int]]]:
-    """(in, out) of the affine layers of a models.latent.LatentWorldModel, by part (one Q head)."""
+    """(in, out) of the affine layers of a models.tdmpc.model.LatentWorldModel, by part (one Q head)."""
     import re
 
     parts = {"dynamics": [], "reward": [], "pi": [], "q": []}
@@ -196,9 +196,9 @@ def _pets_setup(args, modes: list[str], tmp: Path) -> dict:
     on it (rtmpc per mode, int8 when asked, the torch baselines) and its plan's GEMMs."""
     import numpy as np
     from rtmpc.configs import ConfigError
-    from rtmpc.models.config import EnsembleConfig
-    from rtmpc.models.ensemble import ProbabilisticEnsemble
-    from rtmpc.models.export import check_parity, export_onnx
+    from rtmpc.models.pets.config import EnsembleConfig
+    from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
+    from rtmpc.models.pets.export import check_parity, export_onnx
     from rtmpc.models.runtime import load_model
     from rtmpc.planners import make_planner
     from rtmpc.planners.bench import mlp_shapes, plan_evaluations, plan_flops
@@ -235,7 +235,7 @@ def _pets_setup(args, modes: list[str], tmp: Path) -> dict:
         impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
     int8_error = None
     if args.int8:
-        from rtmpc.models.quantize import compare_predictions, quantize_int8
+        from rtmpc.models.pets.quantize import compare_predictions, quantize_int8
 
         q = quantize_int8(path)
         x = rng.standard_normal((1000, o)).astype(np.float32)
@@ -270,17 +270,17 @@ def _latent_setup(args, modes: list[str], tmp: Path) -> dict:
     the plan's GEMMs (planners.bench.latent_plan_gemms)."""
     import numpy as np
     from rtmpc.configs import ConfigError, from_dict
-    from rtmpc.models.latent import LatentWorldModel
-    from rtmpc.models.latent_config import LatentModelConfig
-    from rtmpc.models.latent_export import check_latent_parity, export_latent
     from rtmpc.models.runtime import load_model
+    from rtmpc.models.tdmpc.config import LatentModelConfig
+    from rtmpc.models.tdmpc.export import check_latent_parity, export_latent
+    from rtmpc.models.tdmpc.model import LatentWorldModel
     from rtmpc.planners import make_planner
     from rtmpc.planners.bench import latent_plan_gemms
 
     from .bench_baselines import LatentTorchPlanner
 
     if args.int8:
-        raise ConfigError("--int8 is for PETS models (models.quantize); drop it with --model latent")
+        raise ConfigError("--int8 is for PETS models (models.pets.quantize); drop it with --model latent")
     o, a, k, h, iters, n = args.obs_dim, args.act_dim, args.samples, args.horizon, args.iterations, args.prior_samples
     gamma = 0.99
     mcfg = from_dict(LatentModelConfig, {"latent_dim": args.latent_dim, "hidden": args.hidden,

@@ -57,8 +57,8 @@ def _median_ms(fn, repeats: int, warmup: int = 3) -> tuple[float, float, float]:
 def _step_ms(planner, learner, batch, obs, steps: int, overlap: bool) -> float:
     """Mean ms of one agent step of the training loop (a plan, then one update),
     the update made in turn or on a second thread beside the next plan
-    (models.latent_train.Background, as ``latent.loop.overlap`` does)."""
-    from rtmpc.models.latent_train import Background
+    (models.tdmpc.train.Background, as ``latent.loop.overlap`` does)."""
+    from rtmpc.models.tdmpc.train import Background
 
     worker = Background(overlap)
 
@@ -81,10 +81,10 @@ def speed(args) -> int:
     import numpy as np
     import torch
     from rtmpc.configs import from_dict
-    from rtmpc.models.latent import LatentLearner, LatentWorldModel
-    from rtmpc.models.latent_config import LatentModelConfig, LatentTrainConfig
-    from rtmpc.models.latent_export import export_latent
     from rtmpc.models.runtime import load_model
+    from rtmpc.models.tdmpc.config import LatentModelConfig, LatentTrainConfig
+    from rtmpc.models.tdmpc.export import export_latent
+    from rtmpc.models.tdmpc.model import LatentLearner, LatentWorldModel
     from rtmpc.planners import PlannerConfig, make_planner
 
     obs_dim, act_dim = args.obs_dim, args.act_dim

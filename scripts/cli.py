@@ -45,7 +45,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rtmpc.models.fileio import rtmpc_version
+    from rtmpc.models.common.fileio import rtmpc_version
 
     parser = OneLineParser(
         prog="rtmpc", description="Real-time model predictive control with learned models.")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from rtmpc.configs import Config, load, param, table
 from rtmpc.controller.config import LoopConfig, SafetyConfig
-from rtmpc.models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
-from rtmpc.models.latent_config import LatentConfig
+from rtmpc.models import registry
+from rtmpc.models.pets.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from rtmpc.models.tdmpc.config import LatentConfig
 from rtmpc.planners.base import PlannerConfig
 from rtmpc.sim import TaskConfig
 
@@ -25,8 +26,8 @@ __all__ = ["RunConfig", "add_config_arguments", "load_run_config", "config_or_ru
 class RunConfig(Config):
     """Everything one training run needs; saved resolved as runs/NAME/config.yaml."""
 
-    kind: str = param("pets", "model family: pets (model, train and pets sections) or latent (TD-MPC, "
-                              "the latent section)", choices=("pets", "latent"))
+    kind: str = param("pets", "model family (rtmpc.models.registry): pets (model, train and pets sections) "
+                              "or latent (TD-MPC, the latent section)", choices=registry.names())
     seed: int = param(0, "seed of every random choice of the run", ge=0)
     task: TaskConfig = param(TaskConfig(), "the task")
     model: EnsembleConfig = param(EnsembleConfig(), "the probabilistic ensemble")
@@ -38,8 +39,10 @@ class RunConfig(Config):
     safety: SafetyConfig = param(SafetyConfig(), "the safety filter")
 
     def unused_sections(self) -> tuple[str, ...]:
-        """The sections the other model family reads (kept in config.yaml, left out of listings)."""
-        return ("model", "train", "pets") if self.kind == "latent" else ("latent",)
+        """The sections only other model families read (kept in config.yaml, left out of listings)."""
+        own = set(registry.family(self.kind).SECTIONS)
+        others = {s for name in registry.names() if name != self.kind for s in registry.family(name).SECTIONS}
+        return tuple(sorted(others - own))
 
 
 def add_config_arguments(p: argparse.ArgumentParser, config_required: bool = True) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rtmpc.configs import ConfigError, to_dict
 from rtmpc.configs.rundir import RunDir, write_yaml
+from rtmpc.models import registry
 
 from .flags import count
 from .runconfig import RunConfig, add_config_arguments, load_run_config, print_config
@@ -19,17 +20,21 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="run directory (default runs/<config name>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last episode")
     p.add_argument("--steps", type=count(1, 10**9),
-                   help="environment steps (action repeat counted): a cap for pets, the "
-                                             "run's length (latent.loop.total_steps) for latent")
+                   help="environment steps (action repeat counted): what the model family's STEPS_KEY sets "
+                        "(pets: a cap, pets.max_env_steps; latent: the run's length, latent.loop.total_steps)")
 
 
 def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resume: bool = False,
                 steps: int | None = None) -> tuple[RunConfig, RunDir]:
     """The run's resolved config and directory (see :func:`train_run`)."""
     cfg = load_run_config(config, overrides, seed)
-    if steps is not None:  # pets: a cap on env steps; latent: the run's length
-        extra = {"latent": {"loop": {"total_steps": steps}}} if cfg.kind == "latent" else \
-            {"pets": {"max_env_steps": steps}}
+    if steps is not None:  # the family says what --steps sets (a cap on env steps, or the run's length)
+        extra: dict = {}
+        node = extra
+        *path, last = registry.family(cfg.kind).STEPS_KEY
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = steps
         cfg = load_run_config(config, overrides, seed, extra)
     out = Path(out) if out else Path("runs") / f"{Path(config).stem}-s{cfg.seed}"
     run = RunDir(out)
@@ -71,20 +76,8 @@ def train_run(config: str | Path, *, out: str | Path | None = None, overrides=()
     run_dir.make()
     write_yaml(run_dir.config, to_dict(cfg))
     make_env = lambda: sim.make(cfg.task, seed=cfg.seed)  # noqa: E731
-    if cfg.kind == "latent":
-        from rtmpc.models.latent_train import train_latent
-
-        rows = train_latent(run_dir, make_env=make_env,
-                            make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng),
-                            cfg=cfg.latent, seed=cfg.seed, resume=resume)
-    else:
-        from rtmpc.models.pets_train import train_pets
-
-        rows = train_pets(
-            run_dir, make_env=make_env,
-            make_planner=lambda model: make_planner(cfg.planner, model, rng=cfg.seed),
-            ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=resume,
-        )
+    rows = registry.family(cfg.kind).train_model(run_dir, cfg, make_env=make_env, resume=resume,
+                                           make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng))
     if rows:
         last = rows[-1]
         best = max(float(r["eval_return"]) for r in rows)

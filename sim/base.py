@@ -21,6 +21,14 @@ class TaskSpec:
 
     All sizes count the agent's steps, i.e. after action repeat: one step applies one
     action for ``action_repeat`` physics control steps and lasts ``control_period`` s.
+
+    ``reward_range`` bounds one agent step's reward; an infinite end means the task does not
+    bound it (cost tasks: (-inf, 0]; Gymnasium tasks: (-inf, inf) unless the env declares one).
+
+    ``n_actions``: 0 for continuous actions (shape (A,) within the bounds); n > 0 for a task
+    with n discrete actions (a Gymnasium ``Discrete(n)`` space): then act_dim = 1, the bounds
+    are [0] and [n - 1], and the env rounds the single entry to the nearest index and clips it
+    to [0, n - 1], so a continuous planner's action is always a valid choice.
     """
 
     name: str
@@ -33,6 +41,17 @@ class TaskSpec:
     action_repeat: int = 1
     obs_names: tuple[str, ...] = ()  # one label per observation entry, in order
     reward_range: tuple[float, float] = (0.0, 1.0)  # per agent step
+    n_actions: int = 0  # 0: continuous; n > 0: n discrete actions, the index as action entry 0
+
+    def __post_init__(self):
+        if self.n_actions < 0:
+            raise TaskError(f"task {self.name}: n_actions = {self.n_actions} must be >= 0 (0 = continuous actions)")
+        if self.n_actions and (self.act_dim != 1 or np.shape(self.action_low) != (1,)
+                               or np.shape(self.action_high) != (1,) or self.action_low[0] != 0
+                               or self.action_high[0] != self.n_actions - 1):
+            raise TaskError(f"task {self.name}: a discrete task with n_actions = {self.n_actions} needs act_dim = 1 "
+                            f"and bounds [0] and [{self.n_actions - 1}], got act_dim = {self.act_dim}, bounds "
+                            f"{np.asarray(self.action_low).tolist()} and {np.asarray(self.action_high).tolist()}")
 
     @property
     def rate_hz(self) -> float:
@@ -47,17 +66,22 @@ class TaskSpec:
         return np.where(inside, zero, mid)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                "control_period": self.control_period, "rate_hz": self.rate_hz,
-                "episode_steps": self.episode_steps, "action_repeat": self.action_repeat,
-                "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()}
+        """A JSON-ready summary; ``n_actions`` appears only for a discrete task."""
+        d = {"name": self.name, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+             "control_period": self.control_period, "rate_hz": self.rate_hz,
+             "episode_steps": self.episode_steps, "action_repeat": self.action_repeat,
+             "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()}
+        if self.n_actions:
+            d["n_actions"] = self.n_actions
+        return d
 
 
 class Env(abc.ABC):
     """A MuJoCo task with Gymnasium step semantics.
 
     ``reset(seed=)`` starts an episode; ``step(a)`` applies action ``a`` (shape (A,),
-    clipped to the spec's bounds) for ``action_repeat`` control steps and returns
+    clipped to the spec's bounds; rounded to an index where ``spec.n_actions`` > 0) for
+    ``action_repeat`` control steps and returns
     ``(obs, reward, terminated, truncated, info)``; reward is summed over the repeat.
     ``terminated`` is true only where the task really ends (a fall); ``truncated`` at
     the episode's step limit.

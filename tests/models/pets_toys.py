@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from rtmpc.models.buffer import ReplayBuffer
-from rtmpc.models.config import EnsembleConfig
-from rtmpc.models.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.pets.config import EnsembleConfig
+from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
 
 SMALL = EnsembleConfig(members=5, hidden=32, layers=2)
 

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 from rtmpc.models.analysis import (
     FunctionPredictor,
-    LatentPredictor,
-    PETSPredictor,
     Prediction,
     SimPredictor,
     Trajectory,
@@ -30,6 +28,8 @@ from rtmpc.models.analysis import (
     to_json,
 )
 from rtmpc.models.base import ModelError
+from rtmpc.models.pets.predictor import PETSPredictor
+from rtmpc.models.tdmpc.predictor import LatentPredictor
 
 # -- a linear toy system: x' = x + 0.1 u, reward c . x' (known answers) --------------------
 B = np.array([[0.1, 0.0], [0.0, 0.1], [0.05, -0.05]])  # (O=3, A=2)
@@ -185,7 +185,7 @@ def test_pets_predictor_mean_and_compounding_disagreement(tmp_path):
     mean (expectation) the spread stays one step's."""
     torch = pytest.importorskip("torch")
     from pets_toys import constant_ensemble
-    from rtmpc.models.export import export_onnx
+    from rtmpc.models.pets.export import export_onnx
 
     torch.set_num_threads(1)
     deltas = np.array([[-1.0, 0.5], [0.0, 0.5], [1.0, 0.5], [2.0, 0.5], [3.0, 0.5]])
@@ -272,10 +272,10 @@ def test_latent_predictor_scores_as_the_planner_does(tmp_path):
     """A latent model's file gives only whole-sequence scores: step k must equal the
     runtime's deterministic score of the first k actions, and the report is built on it."""
     torch = pytest.importorskip("torch")
-    from rtmpc.models.latent import LatentWorldModel
-    from rtmpc.models.latent_config import LatentModelConfig
-    from rtmpc.models.latent_export import export_latent
     from rtmpc.models.runtime import load_model
+    from rtmpc.models.tdmpc.config import LatentModelConfig
+    from rtmpc.models.tdmpc.export import export_latent
+    from rtmpc.models.tdmpc.model import LatentWorldModel
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from rtmpc.models import ModelError, load_model
-from rtmpc.models.latent import LatentWorldModel, make_graph
-from rtmpc.models.latent_config import LatentModelConfig
-from rtmpc.models.latent_export import check_latent_parity, export_latent
-from rtmpc.models.latent_runtime import LatentRolloutModel
 from rtmpc.models.runtime import read_metadata
+from rtmpc.models.tdmpc.config import LatentModelConfig
+from rtmpc.models.tdmpc.export import check_latent_parity, export_latent
+from rtmpc.models.tdmpc.model import LatentWorldModel, make_graph
+from rtmpc.models.tdmpc.runtime import LatentRolloutModel
 from rtmpc.planners import PlannerConfig, make_planner
 
 TINY = LatentModelConfig(latent_dim=16, hidden=32, enc_hidden=32, num_q=3, num_bins=21)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 from rtmpc.configs import ConfigError
-from rtmpc.models.buffer import ReplayBuffer
-from rtmpc.models.latent import (
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.tdmpc.config import LatentModelConfig, LatentTrainConfig, tdmpc2_discount
+from rtmpc.models.tdmpc.model import (
     LatentLearner,
     LatentWorldModel,
     SimNorm,
@@ -18,8 +19,7 @@ from rtmpc.models.latent import (
     two_hot,
     two_hot_inv,
 )
-from rtmpc.models.latent_config import LatentModelConfig, LatentTrainConfig, tdmpc2_discount
-from rtmpc.models.latent_train import sample_batch
+from rtmpc.models.tdmpc.train import sample_batch
 
 TINY = LatentModelConfig(latent_dim=16, hidden=32, enc_hidden=32, num_q=2, num_bins=21)
 

@@ -11,10 +11,10 @@ import torch
 from rtmpc.configs import from_dict
 from rtmpc.configs.rundir import RunDir
 from rtmpc.models import load_model
-from rtmpc.models.buffer import ReplayBuffer
-from rtmpc.models.latent import load_latent
-from rtmpc.models.latent_config import LatentConfig
-from rtmpc.models.latent_train import train_latent
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.tdmpc.config import LatentConfig
+from rtmpc.models.tdmpc.model import load_latent
+from rtmpc.models.tdmpc.train import train_latent
 from rtmpc.planners import PlannerConfig, make_planner
 
 from rtmpc import sim

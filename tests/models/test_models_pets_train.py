@@ -6,9 +6,9 @@ import csv
 import numpy as np
 import pytest
 from rtmpc.configs.rundir import RunDir
-from rtmpc.models.buffer import ReplayBuffer
-from rtmpc.models.config import EnsembleConfig, PETSLoopConfig, TrainConfig
-from rtmpc.models.pets_train import train_pets
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.pets.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from rtmpc.models.pets.train import train_pets
 from rtmpc.planners import PlannerConfig, make_planner
 
 from rtmpc import sim

@@ -14,9 +14,10 @@ import torch
 from onnx import TensorProto, helper
 from pets_toys import SMALL, constant_ensemble, sine_buffer
 from rtmpc.models import EnsembleConfig, ModelError, load_model
-from rtmpc.models.ensemble import ProbabilisticEnsemble
-from rtmpc.models.export import PARITY_ATOL, check_parity, export_onnx
-from rtmpc.models.runtime import PETSRolloutModel, read_metadata
+from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
+from rtmpc.models.pets.export import PARITY_ATOL, check_parity, export_onnx
+from rtmpc.models.pets.runtime import PETSRolloutModel
+from rtmpc.models.runtime import read_metadata
 
 GAMMA = 0.9
 # Member e moves dim 0 by DELTAS[e, 0] (mean 1, std sqrt 2) and dim 1 by 0.5; reward e.
@@ -264,7 +265,7 @@ def test_model_without_learned_reward(tmp_path):
 
 def test_runtime_imports_no_torch(toy_path):
     code = ("import sys, numpy as np\n"
-            "import models, models.runtime, models.buffer, models.config\n"
+            "import rtmpc.models as models, rtmpc.models.runtime, rtmpc.models.common.buffer\n"
             f"m = models.load_model({str(toy_path)!r}, propagation='TS1', rng=0)\n"
             "m.rollout(np.zeros(2), np.zeros((4, 3, 1), np.float32))\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

@@ -42,7 +42,7 @@ def test_bad_flag_values_are_one_line(args, flag, shown, allowed):
 
 
 def test_version_is_the_one_stamped_into_models():
-    from rtmpc.models.fileio import rtmpc_version
+    from rtmpc.models.common.fileio import rtmpc_version
 
     res = rtmpc("--version", timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == f"rtmpc {rtmpc_version()}"

@@ -37,7 +37,7 @@ def test_export_prints_parity(run_dir):
 def test_int8_export_of_a_latent_run_is_a_one_line_error(run_dir):
     res = rtmpc("export", str(run_dir), "--precision", "int8")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "--precision int8 is for PETS runs" in res.stderr.strip().splitlines()[-1]
+    assert "--precision int8 is not offered for latent models (only fp32)" in res.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("config", [True, False], ids=["--config", "run's config by default"])

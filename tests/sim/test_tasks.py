@@ -1,4 +1,6 @@
-"""Contract test over every registered task, plus the task layer's errors."""
+"""Contract test over every registered task (and a few Gymnasium tasks), plus the task layer's errors."""
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -7,6 +9,9 @@ from rtmpc.sim.base import TaskError
 from rtmpc import sim
 
 ALL = sim.task_names()
+# gym:ID tasks are not registered names; the contract must hold for them too (continuous, discrete, MuJoCo).
+_NO_GYM = pytest.mark.skipif(importlib.util.find_spec("gymnasium") is None, reason="gymnasium not installed")
+GYM = [pytest.param(n, marks=_NO_GYM) for n in ("gym:Pendulum-v1", "gym:CartPole-v1", "gym:HalfCheetah-v5")]
 
 
 def test_required_tasks_are_registered():
@@ -15,7 +20,7 @@ def test_required_tasks_are_registered():
         assert name in ALL
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ALL + GYM)
 def test_task_contract(name):
     env = sim.make(name, seed=0)
     spec = env.spec

@@ -15,7 +15,12 @@ from pathlib import Path
 import onnx
 from rtmpc.configs.rundir import atomic_write_bytes
 
-__all__ = ["rtmpc_version", "RTMPC_VERSION", "save_onnx"]
+__all__ = ["rtmpc_version", "RTMPC_VERSION", "save_onnx", "PARITY_ATOL", "PARITY_RTOL", "OPSET"]
+
+# Every family's export is checked against PyTorch to |onnx - torch| <= ATOL + RTOL * |torch|.
+PARITY_ATOL = 1e-4
+PARITY_RTOL = 1e-4
+OPSET = 18  # the ONNX opset exports use: the dynamo exporter implements 18 and newer; 17 is the floor
 
 RTMPC_VERSION = "0.2.0"  # fallback when rtmpc is not installed (kept equal to pyproject.toml)
 

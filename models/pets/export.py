@@ -41,17 +41,14 @@ import numpy as np
 import onnx
 import torch
 from rtmpc.models.base import ModelError
-from rtmpc.models.config import check_propagation
-from rtmpc.models.ensemble import ProbabilisticEnsemble
-from rtmpc.models.fileio import rtmpc_version, save_onnx
+from rtmpc.models.common.fileio import OPSET, PARITY_ATOL, PARITY_RTOL, rtmpc_version, save_onnx
+from rtmpc.models.pets.config import check_propagation
+from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
 from torch import nn
 
 __all__ = ["export_onnx", "check_parity", "PARITY_ATOL", "PARITY_RTOL", "MODEL_FORMAT", "LAYOUTS"]
 
-PARITY_ATOL = 1e-4
-PARITY_RTOL = 1e-4
 MODEL_FORMAT = 1
-OPSET = 18  # the dynamo exporter implements 18 and newer; 17 is the floor
 
 
 class _Graph(nn.Module):

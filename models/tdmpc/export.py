@@ -1,7 +1,7 @@
 """Export a latent world model to one ONNX file, metadata inside, and check parity.
 
 The file holds encoder, latent dynamics, reward, Q ensemble and policy prior as one graph,
-:class:`models.latent.LatentGraph`, scripted (``torch.jit.script``) so that its two loops
+:class:`models.tdmpc.model.LatentGraph`, scripted (``torch.jit.script``) so that its two loops
 over the horizon become ONNX ``Loop`` ops and H stays a free dimension::
 
     obs [1, O], actions [K, H, A], pi_eps [K, A], q_idx [2] int64, prior_eps [n, H', A]
@@ -10,7 +10,7 @@ over the horizon become ONNX ``Loop`` ops and H stays a free dimension::
 One ONNX Runtime call scores all K candidates over the whole horizon (terminal Q
 included) or samples all n prior trajectories; ONNX Runtime runs every node of a graph
 whatever outputs are asked for, so the runtime passes K = 0 or n = 0 for the part it
-does not need. Mish is exported in exp form (:class:`models.latent.MishExp`): ONNX
+does not need. Mish is exported in exp form (:class:`models.tdmpc.model.MishExp`): ONNX
 Runtime's Softplus costs about 20x its Exp on CPU.
 
 Metadata (``metadata_props``, strings, JSON where structured): ``kind`` ("latent"),
@@ -43,8 +43,8 @@ import numpy as np
 import onnx
 import torch
 from rtmpc.models.base import ModelError
-from rtmpc.models.fileio import rtmpc_version, save_onnx
-from rtmpc.models.latent import LatentWorldModel, Mish, MishExp, make_graph
+from rtmpc.models.common.fileio import OPSET, PARITY_ATOL, PARITY_RTOL, rtmpc_version, save_onnx
+from rtmpc.models.tdmpc.model import LatentWorldModel, Mish, MishExp, make_graph
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,8 @@ log = logging.getLogger(__name__)
 __all__ = ["export_latent", "check_latent_parity", "PARITY_ATOL", "PARITY_RTOL", "PRIOR_ATOL", "MODEL_FORMAT",
            "INPUTS", "OUTPUTS"]
 
-PARITY_ATOL = 1e-4
-PARITY_RTOL = 1e-4
 PRIOR_ATOL = 1e-3  # of the action half-range (see the module docstring)
 MODEL_FORMAT = 1
-OPSET = 18
 INPUTS = ("obs", "actions", "pi_eps", "q_idx", "prior_eps")
 OUTPUTS = ("returns", "prior_actions", "z0")
 

@@ -36,7 +36,7 @@ import torch
 from rtmpc.configs import from_dict, to_dict
 from rtmpc.configs.rundir import atomic_write
 from rtmpc.models.base import ModelError
-from rtmpc.models.config import EnsembleConfig, TrainConfig, check_propagation
+from rtmpc.models.pets.config import EnsembleConfig, TrainConfig, check_propagation
 from torch import nn
 from torch.nn import functional as F
 
@@ -206,7 +206,7 @@ class ProbabilisticEnsemble(nn.Module):
 
 
 class Transitions(Protocol):
-    """What :func:`fit_ensemble` reads (a :class:`~models.buffer.ReplayBuffer` is one)."""
+    """What :func:`fit_ensemble` reads (a :class:`~models.common.buffer.ReplayBuffer` is one)."""
 
     obs: np.ndarray
     act: np.ndarray

@@ -1,7 +1,7 @@
 """The exported TD-MPC-style latent model as a RolloutModel over ONNX Runtime. No torch.
 
 ``models.runtime.load_model`` builds :class:`LatentRolloutModel` for files whose metadata
-says ``kind = "latent"`` (see :mod:`models.latent_export` for the graph). This module
+says ``kind = "latent"`` (see :mod:`models.tdmpc.export` for the graph). This module
 imports nothing from :mod:`models.runtime`, which registers it.
 
 - ``rollout(obs0 (O,), actions (K, H, A)) -> returns (K,)``: one ONNX Runtime call;

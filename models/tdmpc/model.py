@@ -54,7 +54,7 @@ import torch
 from rtmpc.configs import from_dict, to_dict
 from rtmpc.configs.rundir import atomic_write
 from rtmpc.models.base import ModelError
-from rtmpc.models.latent_config import LatentModelConfig, LatentTrainConfig
+from rtmpc.models.tdmpc.config import LatentModelConfig, LatentTrainConfig
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -125,7 +125,7 @@ _ACTIVATIONS = {"silu": nn.SiLU, "mish": Mish, "elu": nn.ELU, "relu": nn.ReLU}
 
 
 def activation(name: str) -> nn.Module:
-    """The hidden activation module named ``name`` (models.latent_config.ACTIVATIONS)."""
+    """The hidden activation module named ``name`` (models.tdmpc.config.ACTIVATIONS)."""
     if name not in _ACTIVATIONS:
         raise ModelError(f"activation {name!r} is not known: choose one of {', '.join(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]()

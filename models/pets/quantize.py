@@ -50,7 +50,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from rtmpc.models.base import ModelError
-from rtmpc.models.fileio import save_onnx
+from rtmpc.models.common.fileio import save_onnx
 
 __all__ = ["quantize_int8", "gemm_to_matmul", "compare_predictions", "int8_path", "PRECISIONS"]
 

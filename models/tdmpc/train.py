@@ -47,14 +47,14 @@ import torch
 import yaml
 from rtmpc.configs import to_dict
 from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
+from rtmpc.models.base import ModelError
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.curves import plot_learning_curve
+from rtmpc.models.runtime import load_model
 
-from .base import ModelError
-from .buffer import ReplayBuffer
-from .latent import LatentLearner, LatentWorldModel, load_latent_learner, save_latent
-from .latent_config import LatentConfig, tdmpc2_discount
-from .latent_export import check_latent_parity, export_latent
-from .pets_train import plot_learning_curve
-from .runtime import load_model
+from .config import LatentConfig, tdmpc2_discount
+from .export import check_latent_parity, export_latent
+from .model import LatentLearner, LatentWorldModel, load_latent_learner, save_latent
 
 log = logging.getLogger(__name__)
 

@@ -25,17 +25,18 @@ import numpy as np
 import torch
 import yaml
 from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
+from rtmpc.models.base import ModelError
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.curves import plot_learning_curve
+from rtmpc.models.runtime import load_model
 
-from .base import ModelError
-from .buffer import ReplayBuffer
 from .config import EnsembleConfig, PETSLoopConfig, TrainConfig
 from .ensemble import ProbabilisticEnsemble, fit_ensemble, load_ensemble, save_ensemble
 from .export import check_parity, export_onnx
-from .runtime import load_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_pets", "plot_learning_curve"]
+__all__ = ["train_pets"]
 
 
 Progress = Callable[[dict], None]
@@ -62,28 +63,6 @@ def _episode(env, act: Callable[[np.ndarray], np.ndarray], buffer: ReplayBuffer,
 
 def _random_policy(spec, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
     return lambda obs: rng.uniform(spec.action_low, spec.action_high)
-
-
-def plot_learning_curve(metrics_csv, png, title: str) -> None:
-    """eval_return against env_steps, from metrics.csv, to a PNG (atomically)."""
-    import csv
-
-    from rtmpc.configs.plots import pyplot, save_png
-
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    x = [int(r["env_steps"]) for r in rows]
-    y = [float(r["eval_return"]) for r in rows]
-    fig, ax = pyplot().subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot(x, y, "o-")
-    ax.set_xlabel("environment steps (action repeat counted)")
-    ax.set_ylabel("episode return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_png(fig, png)
 
 
 def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callable[[object], object],

@@ -1,0 +1,1 @@
+"""What every model family shares: the replay buffer, model files, learning curves."""

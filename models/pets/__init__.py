@@ -1,0 +1,70 @@
+"""PETS: a probabilistic ensemble planned over by trajectory sampling (Chua et al. 2018).
+
+The family's entry points (:class:`rtmpc.models.base.Family`); this package imports
+neither torch nor the simulator. Modules: ``config`` (EnsembleConfig, TrainConfig,
+PETSLoopConfig), ``ensemble`` (the torch model and its fit), ``export`` (ONNX and the
+parity check), ``quantize`` (the opt-in int8 copy), ``runtime`` (PETSRolloutModel, ONNX
+Runtime and Numba), ``train`` (the PETS loop), ``predictor`` (for rtmpc analyze).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = "pets"
+SECTIONS = ("model", "train", "pets")
+STEPS_KEY = ("pets", "max_env_steps")  # --steps caps the environment steps
+PRECISIONS = ("fp32", "int8")
+EXAMPLE_CONFIG = "pets_cartpole"  # the shipped config a user starts from
+# The smallest settings that run train -> export -> control end to end (the family contract test).
+SMOKE_OVERRIDES = ("task.name=point-target", "task.episode_steps=15", "model.members=2", "model.hidden=16",
+                   "model.layers=2", "train.epochs=2", "planner.samples=16", "planner.elites=4", "planner.horizon=3",
+                   "planner.iterations=1", "pets.episodes=2", "pets.threads=1")
+# ONNX Runtime optimizers a PETS session runs without: the transpose optimizer moves the
+# "members" graph's transposes back through its head, so that per-member constants
+# broadcast over the short last axis again (ONNX Runtime's slow broadcast path: ~150 us
+# instead of ~10 us per op at N = 1000). Nothing else in the graph needs it.
+DISABLED_OPTIMIZERS = ("TransposeOptimizer", "TransposeOptimizer_CPUExecutionProvider")
+
+
+def train_model(run_dir, cfg, *, make_env, make_planner, resume: bool = False) -> list[dict]:
+    from .train import train_pets
+
+    return train_pets(run_dir, make_env=make_env, make_planner=lambda model: make_planner(model, cfg.seed),
+                      ensemble_cfg=cfg.model, train_cfg=cfg.train, loop_cfg=cfg.pets, seed=cfg.seed, resume=resume)
+
+
+def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, str],
+           precision: str = "fp32") -> dict[str, Any]:
+    from rtmpc.models.common.fileio import PARITY_ATOL, PARITY_RTOL
+
+    from .ensemble import load_ensemble
+    from .export import check_parity, export_onnx
+
+    model = load_ensemble(run_dir.checkpoints / "ensemble.pt")
+    export_onnx(model, out, action_low=spec.action_low, action_high=spec.action_high, gamma=cfg.pets.gamma,
+                extra_metadata=metadata)
+    err = check_parity(model, out, (buffer.obs[rows], buffer.act[rows]))
+    result = {"parity_max_abs": err, "tolerance_abs": PARITY_ATOL, "tolerance_rel": PARITY_RTOL, "what": "mean"}
+    if precision == "int8":
+        from rtmpc.models.runtime import load_model
+
+        from .quantize import compare_predictions, quantize_int8
+
+        q = quantize_int8(out)
+        load_model(q)
+        result["int8"] = {"model": str(q), **compare_predictions(out, q, buffer.obs[rows], buffer.act[rows],
+                                                                 buffer.next_obs[rows], buffer.reward[rows])}
+    return result
+
+
+def runtime_class():
+    from .runtime import PETSRolloutModel
+
+    return PETSRolloutModel
+
+
+def predictor_class():
+    from .predictor import PETSPredictor
+
+    return PETSPredictor
