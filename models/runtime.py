@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
-from rtmpc.models.base import ModelError, RolloutModel
+from rtmpc.models.base import ModelError, Policy, RolloutModel
 
 __all__ = ["load_model", "open_session", "open_onnx", "session_options", "read_metadata"]
 
@@ -75,8 +75,9 @@ def _family_of(path, meta: dict[str, str]):
 
 
 def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: bool = False,
-               **options: Any) -> RolloutModel:
-    """Load an rtmpc ``.onnx`` file as the RolloutModel of its family.
+               **options: Any) -> RolloutModel | Policy:
+    """Load an rtmpc ``.onnx`` file as the RolloutModel of its family, or, for a policy file
+    (``role = "policy"``, :mod:`rtmpc.models.common.policy`), as that Policy.
 
     threads: CPU threads a rollout may use: the session's ONNX Runtime intra-op threads
     (inter-op is always 1, execution sequential); a PETS model by default splits its
@@ -87,6 +88,10 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
     ``rng``, ``reward_fn``, ``gamma``, ``parallel`` (see :class:`PETSRolloutModel`).
     A missing, damaged or foreign file is a ModelError with a one-line message.
     """
+    if read_metadata(path).get("role") == "policy":
+        from rtmpc.models.common.policy import load_policy
+
+        return load_policy(path, threads, **{k: v for k, v in options.items() if k in ("rng", "deterministic")})
     sess = open_session(path, threads, allow_spinning=allow_spinning)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     return _family_of(path, meta).runtime_class()(sess, meta, str(path), **options)
@@ -99,7 +104,7 @@ def open_session(path: str | os.PathLike, threads: int = 1, *, allow_spinning: b
     ``profile_prefix``: write ONNX Runtime's profile (``end_profiling()``) there."""
     sess = open_onnx(path, threads, allow_spinning, profile_prefix=profile_prefix)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
-    if meta.get("kind") is None:
+    if meta.get("kind") is None or meta.get("role") == "policy":
         return sess
     disabled = _family_of(path, meta).DISABLED_OPTIMIZERS
     if disabled:

@@ -10,6 +10,9 @@ The Python API, for a planner in your own loop::
     import rtmpc
     planner = rtmpc.load_planner("runs/quickstart")      # a run directory or a model.onnx
     action = planner.plan(obs)                           # (A,) for an observation (O,)
+
+    policy = rtmpc.load_policy("runs/x/policy.onnx")      # a trained actor (MBPO, Dyna-Q, ...)
+    action, state = policy.act(obs, policy.initial_state())
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ try:
 except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "load_planner"]
+__all__ = ["__version__", "load_planner", "load_policy"]
 
 
 def load_planner(model_or_run_dir, *, config=None, threads: int = 1, seed: int | None = 0, **overrides):
@@ -49,3 +52,12 @@ def load_planner(model_or_run_dir, *, config=None, threads: int = 1, seed: int |
                           [f"planner.{k}={v}" for k, v in overrides.items()])
     model = load_model(model_path, threads=threads, rng=np.random.default_rng(seed))
     return make_planner(cfg.planner, model, rng=seed)
+
+
+def load_policy(path, *, threads: int = 1, deterministic: bool = True, seed: int | None = 0):
+    """A trained actor from its policy file, ready to ``act(obs, state) -> (action, state)``
+    (start from ``policy.initial_state()``); ``deterministic``: the mean (or argmax) action,
+    else sampled with ``seed``. Imports neither torch nor the simulator."""
+    from rtmpc.models.common.policy import load_policy as _load
+
+    return _load(path, threads, deterministic=deterministic, rng=seed)

@@ -77,7 +77,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     """
     from rtmpc.controller import ControlLoop, FastForwardClock, LoopTiming, MonotonicClock, SafetyFilter, summarize
     from rtmpc.controller.plot import plot_episode
-    from rtmpc.models.base import ModelError
+    from rtmpc.models.base import ModelError, Policy
     from rtmpc.models.runtime import load_model
     from rtmpc.planners import make_planner
 
@@ -86,6 +86,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     model = load_model(model_path, threads=threads, rng=np.random.default_rng(seed))
     meta = model.dims.meta
     trained_on = meta.get("task")
+    planner_name = "policy" if isinstance(model, Policy) else cfg.planner.kind  # a trained actor runs as it is
     task = task or trained_on
     if not task:
         raise ModelError(f"{model_path} does not say which task it was trained on: pass --task")
@@ -146,7 +147,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             png = plot_episode(records[-1], out / f"episode{ep}" / "telemetry.png", obs_names=spec.obs_names,
                                action_low=spec.action_low, action_high=spec.action_high,
                                budget_s=summary.get("budget_s"),
-                               title=f"{task}, {cfg.planner.kind}, episode {ep}: return {robot.episode_return:.1f}, "
+                               title=f"{task}, {planner_name}, episode {ep}: return {robot.episode_return:.1f}, "
                                      f"{summary['misses']} misses in {summary['cycles']} cycles")
             log.info("episode plot: %s", png)
         log.info("episode %d: return %.1f, %d cycles, %d misses, plan p99 %.2f ms", ep, robot.episode_return,
@@ -164,7 +165,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
               "returns": [float(r) for r in returns], "cycles": total["cycles"], "misses": total["misses"],
               "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
               "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
-              "fallbacks": total["fallbacks"], "task": task, "planner": cfg.planner.kind,
+              "fallbacks": total["fallbacks"], "task": task, "planner": planner_name,
               "mode": "bridge" if robot_endpoint else "realtime" if realtime else "lockstep",
               "loop_mode": cfg.loop.mode if realtime else "sync", "commit": cfg.loop.commit,
               "rate_hz_target": timing.rate_hz, "budget_ms": 1e3 * timing.budget_s, "threads_ort": threads,
