@@ -1,6 +1,7 @@
 """The fixed-rate receding-horizon control loop: scheduling, deadline and fallback,
 safety filter, telemetry. Imports no torch."""
 
+from rtmpc.controller import deploy  # noqa: E402  (after the names it uses)
 from rtmpc.controller.base import Clock, MonotonicClock, Observation, Robot
 from rtmpc.controller.clocks import FastForwardClock, VirtualClock
 from rtmpc.controller.config import LoopConfig, LoopTiming, SafetyConfig
@@ -15,5 +16,5 @@ __all__ = [
     "LoopConfig", "LoopTiming", "SafetyConfig",
     "ControlLoop", "PlannerFailed",
     "KINDS", "SafetyFilter",
-    "SOURCES", "Telemetry", "summarize",
+    "SOURCES", "Telemetry", "summarize", "deploy",
 ]

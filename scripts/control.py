@@ -75,8 +75,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
     an in-process SimRobot; the local task only gives the sizes and the bounds.
     """
-    from rtmpc.controller import ControlLoop, FastForwardClock, LoopTiming, MonotonicClock, SafetyFilter, summarize
-    from rtmpc.controller.plot import plot_episode
+    from rtmpc.controller import LoopTiming, deploy
     from rtmpc.models.base import ModelError, Policy
     from rtmpc.models.runtime import load_model
     from rtmpc.planners import make_planner
@@ -120,59 +119,34 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
                                              record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0), cfg.safety
         planner = make_planner(cfg.planner, model, rng=seed + ep)
-        safety = SafetyFilter(spec.action_low, spec.action_high, timing.period_s, safety_cfg,
-                              safe_action=spec.safe_action)
-        # Lockstep plans inline (sync) on a clock that skips idle time: the action used is always
-        # the plan's, and a plan that would have been late in real time is still counted a miss.
-        # With loop.commit = next the action sent (and simulated) in a cycle is the previous cycle's plan.
-        clock = MonotonicClock() if realtime else FastForwardClock()
-        loop_cfg = cfg.loop if realtime else cfg.loop.replace(mode="sync")
-        loop = ControlLoop(robot, planner, safety, loop_cfg, clock=clock, timing=timing,
-                           run_dir=(out / f"episode{ep}") if out else None)
         max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period
                                                                      * timing.rate_hz))
         if robot_endpoint and not (cycles or cfg.loop.max_cycles):
             # the robot's episode starts at its first command: let its end stop us
             max_cycles += int(math.ceil(timing.rate_hz))
-        try:
-            summary = loop.run(max_cycles=max_cycles)
-        finally:
-            robot.close()
+        summary, rec = deploy.run_episode(
+            robot, planner, action_low=spec.action_low, action_high=spec.action_high, safe_action=spec.safe_action,
+            timing=timing, max_cycles=max_cycles, loop=cfg.loop, safety=safety_cfg, realtime=realtime,
+            run_dir=(out / f"episode{ep}") if out else None, obs_names=spec.obs_names,
+            title=f"{task}, {planner_name}, episode {ep}")
         returns.append(robot.episode_return)
         if robot_endpoint:
             bridge = {k: bridge.get(k, 0) + v for k, v in robot.stats.items()}
-        records.append(loop.telemetry.records())
+        records.append(rec)
         summaries.append(summary)
-        if out and records[-1]["cycle"].size:
-            png = plot_episode(records[-1], out / f"episode{ep}" / "telemetry.png", obs_names=spec.obs_names,
-                               action_low=spec.action_low, action_high=spec.action_high,
-                               budget_s=summary.get("budget_s"),
-                               title=f"{task}, {planner_name}, episode {ep}: return {robot.episode_return:.1f}, "
-                                     f"{summary['misses']} misses in {summary['cycles']} cycles")
-            log.info("episode plot: %s", png)
         log.info("episode %d: return %.1f, %d cycles, %d misses, plan p99 %.2f ms", ep, robot.episode_return,
                  summary["cycles"], summary["misses"], summary["plan_ms_p99"])
         if video and ep == 0:
             render_env = sim.make(task_cfg, action_repeat=1)
             sim.render_states(render_env, robot.states, video, fps=1.0 / robot.record_period_s)
             render_env.close()
-        if summary.get("stop_reason") in ("SIGINT", "SIGTERM", "stop"):
+        if summary.get("stop_reason") in deploy.STOPPED:
             log.info("stopped by %s after episode %d: safe action sent, telemetry written", summary["stop_reason"], ep)
             break
-    merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
-    total = summarize(merged)
-    result = {"episodes": len(returns), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-              "returns": [float(r) for r in returns], "cycles": total["cycles"], "misses": total["misses"],
-              "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
-              "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
-              "fallbacks": total["fallbacks"], "task": task, "planner": planner_name,
+    result = {**deploy.combine(returns, records, summaries), "task": task, "planner": planner_name,
               "mode": "bridge" if robot_endpoint else "realtime" if realtime else "lockstep",
               "loop_mode": cfg.loop.mode if realtime else "sync", "commit": cfg.loop.commit,
-              "rate_hz_target": timing.rate_hz, "budget_ms": 1e3 * timing.budget_s, "threads_ort": threads,
-              "stop_reason": summaries[-1].get("stop_reason")}
-    for k in ("plan_ms", "jitter_ms", "latency_ms"):
-        for q in ("p50", "p99", "max"):
-            result[f"{k}_{q}"] = total[f"{k}_{q}"]
+              "rate_hz_target": timing.rate_hz, "budget_ms": 1e3 * timing.budget_s, "threads_ort": threads}
     if robot_endpoint:
         result["bridge"] = bridge
     return result

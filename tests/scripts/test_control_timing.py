@@ -37,8 +37,8 @@ def seen(monkeypatch):
         robot.stats = {}  # what a BridgeRobot reports
         return robot
 
-    monkeypatch.setattr(controller, "ControlLoop", Loop)
-    monkeypatch.setattr(controller, "SafetyFilter", Safety)
+    monkeypatch.setattr(controller.deploy, "ControlLoop", Loop)
+    monkeypatch.setattr(controller.deploy, "SafetyFilter", Safety)
     monkeypatch.setattr(control, "_bridge_robot", bridge_robot)
     return seen
 

@@ -1,0 +1,85 @@
+"""Deploy a planner on a robot: one episode of the loop with its safety filter, timing and
+plot, and the summary over episodes. What ``rtmpc control``, ``rtmpc tune``, ``rtmpc bench
+loop`` and the quickstart run, and what a user with their own :class:`~rtmpc.controller.base.Robot`
+calls::
+
+    from rtmpc.controller import LoopConfig, LoopTiming, SafetyConfig, deploy
+
+    timing = LoopTiming.resolve(LoopConfig(), task_rate_hz=50.0)
+    summary, records = deploy.run_episode(my_robot, planner, action_low=lo, action_high=hi,
+                                          timing=timing, max_cycles=500)
+
+Imports neither torch nor the simulator: the caller builds the robot (a MuJoCo
+``SimRobot``, a bridge robot, real hardware) and the planner.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rtmpc.controller.base import MonotonicClock, Robot
+from rtmpc.controller.clocks import FastForwardClock
+from rtmpc.controller.config import LoopConfig, LoopTiming, SafetyConfig
+from rtmpc.controller.loop import ControlLoop
+from rtmpc.controller.safety import SafetyFilter
+from rtmpc.controller.telemetry import summarize
+
+__all__ = ["run_episode", "combine", "STOPPED"]
+
+log = logging.getLogger(__name__)
+
+STOPPED = ("SIGINT", "SIGTERM", "stop")  # stop reasons after which no further episode runs
+
+
+def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: np.ndarray, timing: LoopTiming,
+                max_cycles: int, loop: LoopConfig = LoopConfig(), safety: SafetyConfig = SafetyConfig(),
+                safe_action: np.ndarray | None = None, realtime: bool = True, run_dir: Path | None = None,
+                obs_names: tuple[str, ...] = (), title: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One episode of ``planner`` on ``robot``; returns (the loop's summary, the telemetry records).
+
+    action_low/high (A,): the robot's bounds (the safety filter's); timing: the one resolved
+    rate (:meth:`LoopTiming.resolve`); realtime: wall-clock time (the loop's mode), else
+    lockstep: planned inline on a clock that skips idle time, so the action used is always
+    the plan's and a plan that would have been late in real time still counts as a miss;
+    run_dir: where telemetry and ``telemetry.png`` go (None: nothing written). The robot is
+    closed at the end, whatever happens.
+    """
+    from rtmpc.controller.plot import plot_episode
+
+    guard = SafetyFilter(action_low, action_high, timing.period_s, safety, safe_action=safe_action)
+    clock = MonotonicClock() if realtime else FastForwardClock()
+    loop_cfg = loop if realtime else loop.replace(mode="sync")
+    control = ControlLoop(robot, planner, guard, loop_cfg, clock=clock, timing=timing, run_dir=run_dir)
+    try:
+        summary = control.run(max_cycles=max_cycles)
+    finally:
+        robot.close()
+    records = control.telemetry.records()
+    if run_dir is not None and records["cycle"].size:
+        png = plot_episode(records, Path(run_dir) / "telemetry.png", obs_names=obs_names, action_low=action_low,
+                           action_high=action_high, budget_s=summary.get("budget_s"),
+                           title=f"{title}: return {summary['episode_return']:.1f}, {summary['misses']} misses in "
+                                 f"{summary['cycles']} cycles")
+        log.info("episode plot: %s", png)
+    return summary, records
+
+
+def combine(returns: list[float], records: list[dict[str, np.ndarray]],
+            summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary over episodes: episodes, return_mean/std, returns, cycles, misses, rate_hz
+    (achieved, mean over episodes), safety_events and safety_by_kind, fallbacks, stop_reason,
+    and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every cycle."""
+    merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
+    total = summarize(merged)
+    result = {"episodes": len(returns), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+              "returns": [float(r) for r in returns], "cycles": total["cycles"], "misses": total["misses"],
+              "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
+              "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
+              "fallbacks": total["fallbacks"], "stop_reason": summaries[-1].get("stop_reason")}
+    for k in ("plan_ms", "jitter_ms", "latency_ms"):
+        for q in ("p50", "p99", "max"):
+            result[f"{k}_{q}"] = total[f"{k}_{q}"]
+    return result
