@@ -44,6 +44,7 @@ def open_onnx(path: str | os.PathLike, threads: int, allow_spinning: bool,
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file {p} not found: train a model (rtmpc train) or export one (rtmpc export)")
+    _refuse_external_data(p)
     opts = session_options(threads, allow_spinning)
     if profile_prefix is not None:
         opts.enable_profiling, opts.profile_file_prefix = True, str(profile_prefix)
@@ -54,6 +55,27 @@ def open_onnx(path: str | os.PathLike, threads: int, allow_spinning: bool,
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"model file {p} is damaged or not an ONNX model ({first[:200]}): "
                          f"export it again") from None
+
+
+def _refuse_external_data(p: Path) -> None:
+    """An rtmpc model keeps its weights inside the file; one that points at external data (a
+    path ONNX Runtime would open, possibly outside the model's folder) is refused."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception:  # not a protobuf: ONNX Runtime's own message says so, below
+        return
+    graphs, external = [proto.graph], []
+    while graphs:
+        g = graphs.pop()
+        external += [t.name for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        for node in g.node:
+            graphs += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+            graphs += [sub for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for sub in a.graphs]
+    if external:
+        raise ModelError(f"model file {p} keeps {len(external)} tensor(s) in external files (e.g. {external[0]!r}): "
+                         f"rtmpc loads only self-contained models; export it again with rtmpc export")
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -370,7 +371,8 @@ def load_ensemble(path: str | os.PathLike) -> ProbabilisticEnsemble:
         model = ProbabilisticEnsemble(payload["obs_dim"], payload["act_dim"],
                                       from_dict(EnsembleConfig, payload["cfg"]))
         model.load_state_dict(payload["state"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        # weights_only=True: a checkpoint that carries pickled code is refused here, never run
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelError(f"ensemble checkpoint {p} is damaged or not an ensemble ({first})") from None
+        raise ModelError(f"ensemble checkpoint {p} is damaged or not an ensemble ({first[:200]})") from None
     return model.eval()

@@ -573,7 +573,7 @@ def _read(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise ModelError(f"latent checkpoint {p} not found: train one with rtmpc train (kind: latent)")
     try:
-        blob = torch.load(p, map_location="cpu", weights_only=False)
+        blob = torch.load(p, map_location="cpu", weights_only=True)  # tensors and plain data only: no pickle code runs
     except Exception as err:  # torch raises several types for a damaged file
         raise ModelError(f"latent checkpoint {p} is damaged ({str(err).splitlines()[0][:200]})") from None
     if not isinstance(blob, dict) or blob.get("kind") != "latent" or blob.get("format") != _CKPT_FORMAT:
