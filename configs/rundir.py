@@ -136,3 +136,31 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.root / name
+
+    @contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """Hold the run's writer lock (``RUN/.lock``, an exclusive ``flock``) for the block: a
+        second writer is refused with the holder's pid. The kernel drops the lock when the
+        holder dies, so a killed run never leaves the directory locked."""
+        import fcntl
+
+        from rtmpc.configs import ConfigError
+
+        self.make()
+        f = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(f"run {self.root} is being written by pid {holder}: wait for it to end, or "
+                              f"use another --out") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield self
+        finally:
+            f.close()

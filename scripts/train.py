@@ -19,13 +19,15 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--out", help="run directory (default runs/<config name>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last episode")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (its "
+                                                            "files are replaced)")
     p.add_argument("--steps", type=count(1, 10**9),
                    help="environment steps (action repeat counted): what the model family's STEPS_KEY sets "
                         "(pets: a cap, pets.max_env_steps; latent: the run's length, latent.loop.total_steps)")
 
 
 def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resume: bool = False,
-                steps: int | None = None) -> tuple[RunConfig, RunDir]:
+                steps: int | None = None, overwrite: bool = False) -> tuple[RunConfig, RunDir]:
     """The run's resolved config and directory (see :func:`train_run`)."""
     cfg = load_run_config(config, overrides, seed)
     if steps is not None:  # the family says what --steps sets (a cap on env steps, or the run's length)
@@ -42,10 +44,13 @@ def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resu
         import yaml
 
         saved = yaml.safe_load(run.config.read_text())
-        if saved != to_dict(cfg):
-            if resume:
-                raise ConfigError(f"{run.config} differs from the config given: resume with the same config "
-                                  f"and --set values, or start a new run with another --out")
+        if resume and saved != to_dict(cfg):
+            raise ConfigError(f"{run.config} differs from the config given: resume with the same config "
+                              f"and --set values, or start a new run with another --out")
+        if not resume and not overwrite:
+            raise ConfigError(f"{out} already holds a run: --resume to continue it, --overwrite to start over "
+                              f"there, or another --out")
+        if overwrite and not resume:
             log.warning("overwriting the run in %s", out)
     elif resume:
         log.info("nothing to resume in %s: starting a new run", out)
@@ -54,30 +59,33 @@ def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resu
 
 def run(args) -> int:
     train_run(args.config, out=args.out, overrides=args.overrides, seed=args.seed, resume=args.resume,
-              steps=args.steps)
+              steps=args.steps, overwrite=args.overwrite)
     return 0
 
 
 def train_run(config: str | Path, *, out: str | Path | None = None, overrides=(), seed: int | None = None,
-              resume: bool = False, steps: int | None = None) -> list[dict]:
+              resume: bool = False, steps: int | None = None, overwrite: bool = False) -> list[dict]:
     """Train the model ``config`` describes (a YAML path or a shipped config's name) into ``out``
     (default runs/<config name>-s<seed>) and return the metrics rows.
 
     overrides: ``key.path=value`` strings; seed: the run's seed (default the config's);
-    resume: continue the run in ``out``; steps: environment steps (a cap for pets, the
-    run's length for latent)."""
+    resume: continue the run in ``out``; overwrite: start over in an ``out`` that holds a run
+    (refused otherwise); steps: environment steps (a cap for pets, the run's length for
+    latent). The run directory is locked while it trains: a second writer is refused."""
     from rtmpc.models.runtime import load_model  # noqa: F401  (fail early if the runtime cannot load)
     from rtmpc.planners import make_planner
 
     from rtmpc import sim
 
-    cfg, run_dir = resolve_run(config, out=out, overrides=overrides, seed=seed, resume=resume, steps=steps)
+    cfg, run_dir = resolve_run(config, out=out, overrides=overrides, seed=seed, resume=resume, steps=steps,
+                               overwrite=overwrite)
     print_config(cfg, f"rtmpc train ({cfg.kind}) -> {run_dir.root}")
-    run_dir.make()
-    write_yaml(run_dir.config, to_dict(cfg))
     make_env = lambda: sim.make(cfg.task, seed=cfg.seed)  # noqa: E731
-    rows = registry.family(cfg.kind).train_model(run_dir, cfg, make_env=make_env, resume=resume,
-                                           make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng))
+    with run_dir.lock():  # one writer at a time; the kernel releases it if this process dies
+        write_yaml(run_dir.config, to_dict(cfg))
+        rows = registry.family(cfg.kind).train_model(
+            run_dir, cfg, make_env=make_env, resume=resume,
+            make_planner=lambda model, rng: make_planner(cfg.planner, model, rng=rng))
     if rows:
         last = rows[-1]
         best = max(float(r["eval_return"]) for r in rows)
