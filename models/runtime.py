@@ -18,7 +18,7 @@ from typing import Any
 import onnxruntime as ort
 from rtmpc.models.base import ModelError, Policy, RolloutModel
 
-__all__ = ["load_model", "open_session", "open_onnx", "session_options", "read_metadata"]
+__all__ = ["load_model", "open_session", "open_onnx", "session_options", "read_metadata", "family_of"]
 
 
 def session_options(threads: int = 1, allow_spinning: bool = False) -> ort.SessionOptions:
@@ -83,7 +83,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return dict(open_onnx(path, 1, False).get_modelmeta().custom_metadata_map)
 
 
-def _family_of(path, meta: dict[str, str]):
+def family_of(path, meta: dict[str, str]):
+    """The family package of the model file ``path`` whose metadata is ``meta`` (a one-line
+    ModelError for a file that is no rtmpc model or of a family this install lacks)."""
     from rtmpc.models import registry
 
     kind = meta.get("kind")
@@ -116,7 +118,7 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
         return load_policy(path, threads, **{k: v for k, v in options.items() if k in ("rng", "deterministic")})
     sess = open_session(path, threads, allow_spinning=allow_spinning)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
-    return _family_of(path, meta).runtime_class()(sess, meta, str(path), **options)
+    return family_of(path, meta).runtime_class()(sess, meta, str(path), **options)
 
 
 def open_session(path: str | os.PathLike, threads: int = 1, *, allow_spinning: bool = False,
@@ -128,7 +130,7 @@ def open_session(path: str | os.PathLike, threads: int = 1, *, allow_spinning: b
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     if meta.get("kind") is None or meta.get("role") == "policy":
         return sess
-    disabled = _family_of(path, meta).DISABLED_OPTIMIZERS
+    disabled = family_of(path, meta).DISABLED_OPTIMIZERS
     if disabled:
         sess = open_onnx(path, threads, allow_spinning, disabled, profile_prefix)
     return sess

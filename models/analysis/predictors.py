@@ -120,9 +120,9 @@ class FunctionPredictor(Predictor):
 def make_predictor(path: str | os.PathLike, **options: Any) -> Predictor:
     """The predictor of the model family stored in ``path`` (its family's ``predictor``,
     :mod:`rtmpc.models.registry`); options that are None are left to the predictor's defaults."""
-    from rtmpc.models.runtime import _family_of, read_metadata
+    from rtmpc.models.runtime import family_of, read_metadata
 
-    family = _family_of(path, read_metadata(path))
+    family = family_of(path, read_metadata(path))
     return family.predictor_class()(path, **{k: v for k, v in options.items() if v is not None})
 
 
