@@ -180,3 +180,7 @@ class Family(Protocol):
 
     def predictor_class(self) -> Callable[..., Any]:
         """Its predictor for ``rtmpc analyze``, ``cls(path, **options)``."""
+
+    def planner_bench(self) -> Any:
+        """Its part of ``rtmpc bench planner`` (a module: DEFAULTS, OPTIONS, resolve_defaults,
+        setup; see models/pets/bench.py)."""

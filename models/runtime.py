@@ -112,12 +112,12 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
     ``rng``, ``reward_fn``, ``gamma``, ``parallel`` (see :class:`PETSRolloutModel`).
     A missing, damaged or foreign file is a ModelError with a one-line message.
     """
-    if read_metadata(path).get("role") == "policy":
-        from rtmpc.models.common.policy import load_policy
-
-        return load_policy(path, threads, **{k: v for k, v in options.items() if k in ("rng", "deterministic")})
     sess = open_session(path, threads, allow_spinning=allow_spinning)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
+    if meta.get("role") == "policy":
+        from rtmpc.models.common.policy import OnnxPolicy
+
+        return OnnxPolicy(sess, meta, str(path), **{k: v for k, v in options.items() if k in ("rng", "deterministic")})
     return family_of(path, meta).runtime_class()(sess, meta, str(path), **options)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["mlp_shapes", "mlp_flops", "plan_evaluations", "plan_flops", "flop_bound_seconds", "latent_plan_gemms",
+__all__ = ["mlp_shapes", "mlp_flops", "plan_evaluations", "plan_flops", "flop_bound_seconds", "planner_config",
            "time_calls", "best_seconds", "summarize_ms", "format_table"]
 
 
@@ -58,28 +58,19 @@ def flop_bound_seconds(gemms: Sequence[tuple[float, int]]) -> float:
     """The FLOP bound of one plan: ``sum(count * seconds)`` over its matrix products, each
     given as (measured seconds of one ``[rows, in] @ [in, out]`` product, how many of them
     a plan runs). A PETS plan runs each layer's product (M rows per member) I * H * E times;
-    a latent plan: :func:`latent_plan_gemms`."""
+    other families count theirs in their ``bench`` module."""
     if any(not (sec > 0.0) or int(n) < 0 for sec, n in gemms):
         raise ValueError(f"GEMM times must be positive and counts >= 0, got {list(gemms)}")
     return float(sum(sec * int(n) for sec, n in gemms))
 
 
-def latent_plan_gemms(layers: dict[str, Sequence[tuple[int, int]]], samples: int, horizon: int,
-                      iterations: int, prior_samples: int, q_pair: int = 2) -> list[tuple[int, int, int, int]]:
-    """The matrix products of one latent-model plan as (rows, in, out, count).
+def planner_config(args, **extra):
+    """The benchmarked planner's config from the bench's options (planner, samples, horizon,
+    iterations) and a family's ``extra`` settings."""
+    from rtmpc.planners import PlannerConfig
 
-    layers: (in, out) of each affine layer of "dynamics", "reward", "pi" and "q" (one Q
-    head). Each iteration scores K = ``samples`` candidates: H steps of dynamics and
-    reward, then the policy and ``q_pair`` Q heads at the terminal latent (rows K); once
-    per plan ``prior_samples`` policy-prior trajectories of H steps (policy and dynamics,
-    rows n). The encoder (one row per call) is left out."""
-    k, h, it, n = int(samples), int(horizon), int(iterations), int(prior_samples)
-    out = []
-    for group, count in (("dynamics", it * h), ("reward", it * h), ("pi", it), ("q", it * q_pair)):
-        out += [(k, a, b, count) for a, b in layers[group]]
-    if n > 0:
-        out += [(n, a, b, h) for a, b in [*layers["pi"], *layers["dynamics"]]]
-    return out
+    return PlannerConfig(kind=args.planner, samples=args.samples, horizon=args.horizon, iterations=args.iterations,
+                         **extra)
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2,

@@ -31,16 +31,16 @@ class PolicyRunner(Planner):
 
     def plan(self, obs: np.ndarray, first_action: np.ndarray | None = None) -> np.ndarray:
         action, self._state = self.policy.act(obs, self._state)
-        action = np.clip(action, self._low, self._high)
+        plan = self._plan
+        np.clip(action, self._low, self._high, out=plan[1])
         if first_action is None:
-            self._plan[0] = action
+            plan[0] = plan[1]
         else:
-            self._plan[0] = np.clip(np.asarray(first_action, np.float64).reshape(-1), self._low, self._high)
-        self._plan[1] = action
-        if not np.all(np.isfinite(action)):
+            np.clip(first_action, self._low, self._high, out=plan[0])
+        if not np.all(np.isfinite(plan[1])):
             self.stats.nonfinite += 1
             self.stats.nonfinite_total += 1
-        return action.copy()
+        return plan[1].copy()
 
     def planned_actions(self) -> np.ndarray:
         return self._plan

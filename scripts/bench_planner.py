@@ -28,14 +28,11 @@ MALLOC_TRIM_THRESHOLD_ would) so that the torch baselines are timed at their bes
 ``--no-malloc-tuning`` leaves glibc alone. The rtmpc runtime allocates nothing per plan.
 Run nothing else on the machine meanwhile.
 
-``--model latent`` times the same way a TD-MPC-style latent model (random weights,
-``--latent-dim``, ``--hidden``, ``--num-q``) planned as TD-MPC2 plans (MPPI, K = 512 with
-24 policy-prior trajectories drawn once per plan, H = 3, 6 iterations, 64 elites, unless
-told otherwise), against the plain PyTorch planner over the same model's eager graph
-(pytorch_mppi has no policy prior or terminal value: not run). Its FLOP bound counts the
-GEMMs of dynamics and reward per step, policy and two Q heads at the terminal latent,
-and the prior's trajectories (planners.bench.latent_plan_gemms); model evaluations are
-candidate-steps, K * H * iterations. ``--int8`` adds the int8 copy (PETS only).
+``--model NAME`` picks the model family (rtmpc.models.registry); the family's ``bench``
+module (``planner_bench()``) builds its random-weight model, its rtmpc and PyTorch
+planners and its plan's GEMMs: ``--model latent`` times a TD-MPC-style latent model planned
+as TD-MPC2 plans (models/tdmpc/bench.py). ``--int8`` adds the int8 copy where the family
+exports one.
 """
 
 from __future__ import annotations
@@ -48,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rtmpc.models import registry
+
 from . import flags
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ COLUMNS = [("impl", "s"), ("threads", "d"), ("mode", "s"), ("ms_median", ".1f"),
 
 def add_arguments(p) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="pets", choices=("pets", "latent"),
+    g.add_argument("--model", default="pets", choices=registry.names(),
                    help="pets: a probabilistic ensemble; latent: a TD-MPC-style latent model planned with its "
                         "policy prior (defaults then follow TD-MPC2: MPPI K=512, H=3, 6 iterations, 64 elites, "
                         "24 prior trajectories)")
@@ -125,11 +124,7 @@ def ort_gemm(rows: int, n_in: int, n_out: int, threads: int):
 
 def _command(args) -> str:
     """The command line that reproduces this run, every workload option spelled out."""
-    opts = ["model", "obs_dim", "act_dim", "hidden", "layers", "ensemble", "activation", "particles", "layout",
-            "planner", "samples", "horizon", "iterations", "elites", "threads", "repeats", "warmup", "modes", "seed"]
-    if args.model == "latent":
-        opts = ["model", "obs_dim", "act_dim", "hidden", "latent_dim", "num_q", "planner", "samples", "horizon",
-                "iterations", "elites", "prior_samples", "threads", "repeats", "warmup", "seed"]
+    opts = registry.family(args.model).planner_bench().OPTIONS
     parts = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in opts]
     flags = [f"--{name.replace('_', '-')}" for name in ("no_baselines", "no_malloc_tuning", "int8")
              if getattr(args, name)]
@@ -154,173 +149,22 @@ def _machine() -> dict:
             "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
-# TD-MPC2's planner setting, the latent model's defaults (as configs/tdmpc_cartpole.yaml)
-LATENT_DEFAULTS = {"hidden": 64, "samples": 512, "horizon": 3, "iterations": 6, "elites": 64, "prior_samples": 24}
-PETS_DEFAULTS = {"hidden": 200, "samples": 1000, "horizon": 30, "iterations": 1, "elites": 0, "prior_samples": 0}
-
-
-def _resolve_defaults(args) -> None:
-    """Fill the options left at None (or elites 0 for latent) with the model kind's defaults."""
-    defaults = LATENT_DEFAULTS if args.model == "latent" else PETS_DEFAULTS
-    for name, value in defaults.items():
-        if getattr(args, name) is None or (name == "elites" and args.model == "latent" and args.elites == 0):
-            setattr(args, name, value)
-    if args.model == "latent":
-        args.modes = "default"  # the latent runtime has one way of using threads (slices of K)
-
-
-def latent_layers(model) -> dict[str, list[tuple[int, int]]]:
-    """(in, out) of the affine layers of a models.tdmpc.model.LatentWorldModel, by part (one Q head)."""
-    import re
-
-    parts = {"dynamics": [], "reward": [], "pi": [], "q": []}
-    for name, p in model.named_parameters():
-        m = re.fullmatch(r"(dynamics|reward_head|pi_head)\.\d+(?:\.linear)?\.weight", name)
-        if m:
-            parts[{"reward_head": "reward", "pi_head": "pi"}.get(m.group(1), m.group(1))].append(
-                (int(p.shape[1]), int(p.shape[0])))
-        elif re.fullmatch(r"qs\.w\d+", name):
-            parts["q"].append((int(p.shape[1]), int(p.shape[2])))
-    return parts
-
-
-def _planner_config(args, **extra):
-    from rtmpc.planners import PlannerConfig
-
-    return PlannerConfig(kind=args.planner, samples=args.samples, horizon=args.horizon, iterations=args.iterations,
-                         **extra)
-
-
-def _pets_setup(args, modes: list[str], tmp: Path) -> dict:
-    """A random-weight PETS ensemble, exported (parity checked), the implementations timed
-    on it (rtmpc per mode, int8 when asked, the torch baselines) and its plan's GEMMs."""
-    import numpy as np
-    from rtmpc.configs import ConfigError
-    from rtmpc.models.pets.config import EnsembleConfig
-    from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
-    from rtmpc.models.pets.export import check_parity, export_onnx
-    from rtmpc.models.runtime import load_model
-    from rtmpc.planners import make_planner
-    from rtmpc.planners.bench import mlp_shapes, plan_evaluations, plan_flops
-
-    from .bench_baselines import PytorchMPPI, TorchPlanner, pytorch_mppi_available
-
-    e, o, a = args.ensemble, args.obs_dim, args.act_dim
-    cfg = EnsembleConfig(members=e, hidden=args.hidden, layers=args.layers, activation=args.activation,
-                         particles=args.particles)  # validates the sizes
-    p = cfg.particles_per_candidate()
-    k, h, iters = args.samples, args.horizon, args.iterations
-    if (k * p) % e:
-        raise ConfigError(f"K * P = {k * p} is not a multiple of the {e} members")
-    elites = args.elites or max(2, k // 10)
-    low, high = -np.ones(a), np.ones(a)
-    pcfg = _planner_config(args, elites=elites, min_std=0.05, init_std=0.5)
-
-    ensemble = ProbabilisticEnsemble(o, a, cfg, seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    ensemble.fit_normalisers(rng.standard_normal((1000, o + a)) * [*([1.0] * o), *([0.5] * a)],
-                             0.05 * rng.standard_normal((1000, ensemble.out_dim)))
-    ensemble.eval()
-    path = export_onnx(ensemble, tmp / "model.onnx", action_low=low, action_high=high, layout=args.layout)
-    parity = check_parity(ensemble, path)
-    obs = (0.1 * rng.standard_normal(o)).astype(np.float32)
-    shapes = mlp_shapes(o + a, args.hidden, args.layers, 2 * ensemble.out_dim)  # head: means and log-variances
-    rows = k * p // e
-
-    impls = []  # (impl, mode, plan, eval_seconds or None)
-    for mode in modes:
-        parallel = {"default": {}, "lanes": {"min_lane": 1}}.get(mode, {"parallel": "intra"})
-        model = load_model(path, threads=args.threads, allow_spinning=(mode == "intra-spin"), rng=args.seed,
-                           propagation="TSinf", particles=p, **parallel)
-        impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
-    int8_error = None
-    if args.int8:
-        from rtmpc.models.pets.quantize import compare_predictions, quantize_int8
-
-        q = quantize_int8(path)
-        x = rng.standard_normal((1000, o)).astype(np.float32)
-        int8_error = compare_predictions(path, q, x, rng.uniform(-1, 1, (1000, a)).astype(np.float32))
-        model = load_model(q, threads=args.threads, rng=args.seed, propagation="TSinf", particles=p)
-        impls.append(("rtmpc-int8", "default", make_planner(pcfg, model, args.seed).plan,
-                      lambda m=model: m.eval_seconds))
-    if not args.no_baselines:
-        common = dict(samples=k, horizon=h, iterations=iters, init_std=pcfg.init_std, low=low, high=high,
-                      particles=p, seed=args.seed)
-        torch_planner = TorchPlanner(ensemble, kind=args.planner, elites=elites, temperature=pcfg.temperature,
-                                     alpha=pcfg.alpha, min_std=pcfg.min_std, **common)
-        impls.append(("torch", "plain", torch_planner.plan, None))
-        if pytorch_mppi_available():
-            impls.append(("pytorch_mppi", "mppi", PytorchMPPI(ensemble, **common).plan, None))
-        else:
-            log.info("pytorch_mppi is not installed: skipped (pip install pytorch-mppi)")
-    workload = {"model": "pets", "planner": args.planner, "samples": k, "horizon": h, "iterations": iters,
-                "elites": elites, "members": e, "particles": p, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
-                "layers": args.layers, "activation": args.activation, "propagation": "TSinf",
-                "layout": args.layout, "rows_per_member": rows}
-    title = (f"{args.planner} K={k} H={h} iterations={iters}; E={e} x {args.layers}x{args.hidden} {args.activation}, "
-             f"O={o} A={a}, P={p} (TSinf), {rows} rows per member per step")
-    return {"impls": impls, "obs": obs, "parity": parity, "int8_error": int8_error, "workload": workload,
-            "title": title, "evals": plan_evaluations(k, h, iters, p), "flops": plan_flops(shapes, k, h, iters, p),
-            "gemms": [(rows, n_in, n_out, e * h * iters) for n_in, n_out in shapes]}
-
-
-def _latent_setup(args, modes: list[str], tmp: Path) -> dict:
-    """A random-weight TD-MPC-style latent model, exported (parity checked), rtmpc's MPPI
-    over it with policy-prior samples, the plain PyTorch planner over the same model, and
-    the plan's GEMMs (planners.bench.latent_plan_gemms)."""
-    import numpy as np
-    from rtmpc.configs import ConfigError, from_dict
-    from rtmpc.models.runtime import load_model
-    from rtmpc.models.tdmpc.config import LatentModelConfig
-    from rtmpc.models.tdmpc.export import check_latent_parity, export_latent
-    from rtmpc.models.tdmpc.model import LatentWorldModel
-    from rtmpc.planners import make_planner
-    from rtmpc.planners.bench import latent_plan_gemms
-
-    from .bench_baselines import LatentTorchPlanner
-
-    if args.int8:
-        raise ConfigError("--int8 is for PETS models (models.pets.quantize); drop it with --model latent")
-    o, a, k, h, iters, n = args.obs_dim, args.act_dim, args.samples, args.horizon, args.iterations, args.prior_samples
-    gamma = 0.99
-    mcfg = from_dict(LatentModelConfig, {"latent_dim": args.latent_dim, "hidden": args.hidden,
-                                         "enc_hidden": args.hidden, "num_q": args.num_q})
-    low, high = -np.ones(a), np.ones(a)
-    pcfg = _planner_config(args, elites=args.elites, prior_samples=n, alpha=0.0, init_std=2.0, min_std=0.05,
-                           temperature=0.5)
-    model = LatentWorldModel(o, a, mcfg, low.tolist(), high.tolist(), seed=args.seed).eval()
-    path = export_latent(model, tmp / "model.onnx", gamma=gamma)
-    rng = np.random.default_rng(args.seed)
-    parity = check_latent_parity(model, path, rng.standard_normal((64, o)).astype(np.float32), gamma=gamma)
-    obs = (0.1 * rng.standard_normal(o)).astype(np.float32)
-    rm = load_model(path, threads=args.threads, rng=args.seed)
-    impls = [("rtmpc", "default", make_planner(pcfg, rm, args.seed).plan, None)]
-    if not args.no_baselines:
-        torch_planner = LatentTorchPlanner(model, gamma=gamma, prior_samples=n, kind=args.planner, samples=k,
-                                           horizon=h, iterations=iters, elites=args.elites,
-                                           temperature=pcfg.temperature, alpha=pcfg.alpha, init_std=pcfg.init_std,
-                                           min_std=pcfg.min_std, low=low, high=high, seed=args.seed)
-        impls.append(("torch", "plain", torch_planner.plan, None))
-    gemms = latent_plan_gemms(latent_layers(model), k, h, iters, n)
-    workload = {"model": "latent", "planner": args.planner, "samples": k, "horizon": h, "iterations": iters,
-                "elites": args.elites, "prior_samples": n, "obs_dim": o, "act_dim": a, "hidden": args.hidden,
-                "latent_dim": args.latent_dim, "num_q": args.num_q, "params": model.num_params()}
-    title = (f"latent {args.planner} K={k} (of which {n} policy prior) H={h} iterations={iters}; Z={args.latent_dim}, "
-             f"hidden {args.hidden}, {args.num_q} Q heads, O={o} A={a}; {model.num_params()} parameters")
-    return {"impls": impls, "obs": obs, "parity": parity, "int8_error": None, "workload": workload, "title": title,
-            "evals": k * h * iters, "flops": sum(2 * r * i * j * c for r, i, j, c in gemms), "gemms": gemms}
-
-
 def run(args) -> int:
     import numpy as np
     import torch
     from rtmpc.configs import ConfigError
+    from rtmpc.models.common.torch_planner import torch_gemm
     from rtmpc.planners.bench import best_seconds, flop_bound_seconds, format_table, summarize_ms, time_calls
 
-    from .bench_baselines import torch_gemm
-
     all_modes = ("default", "lanes", "intra", "intra-spin")
-    _resolve_defaults(args)
+    family = registry.family(args.model)
+    bench = family.planner_bench()
+    if args.int8 and "int8" not in family.PRECISIONS:
+        raise ConfigError(f"--int8 is not offered for {args.model} models (precisions: "
+                          f"{', '.join(family.PRECISIONS)}); drop it")
+    bench.resolve_defaults(args)
+    if getattr(bench, "MODES", None):
+        args.modes = ",".join(bench.MODES)
     modes = list(all_modes) if args.modes == "all" else [m.strip() for m in args.modes.split(",")]
     bad = [m for m in modes if m not in all_modes]
     if bad:
@@ -334,7 +178,7 @@ def run(args) -> int:
     malloc_tuned = False if args.no_malloc_tuning else _tune_malloc()
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory(prefix="rtmpc-bench-")
-    setup = (_latent_setup if args.model == "latent" else _pets_setup)(args, modes, Path(tmp.name))
+    setup = bench.setup(args, modes, Path(tmp.name))
     impls, obs, evals, flops = setup["impls"], setup["obs"], setup["evals"], setup["flops"]
     # The FLOP bound's GEMMs: every layer's [rows, in] @ [in, out], through torch and MLAS.
     gemms = [(r, n_in, n_out, count, torch_gemm(r, n_in, n_out), ort_gemm(r, n_in, n_out, args.threads))

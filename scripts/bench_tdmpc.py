@@ -2,8 +2,8 @@
 
 Not a test (minutes to hours). Run from the repository root::
 
-    python -m scripts.bench_tdmpc speed [--hidden 64 128] [--latent 64] [--threads 1 2]
-    python -m scripts.bench_tdmpc train cartpole [walker] [--steps 100000] [--out runs/bench]
+    python -m rtmpc.scripts.bench_tdmpc speed [--hidden 64 128] [--latent 64] [--threads 1 2]
+    python -m rtmpc.scripts.bench_tdmpc train cartpole [walker] [--steps 100000] [--out runs/bench]
 
 ``speed``: for each size, gradient updates per second at the run config's batch and
 horizon (synthetic batch, ``torch.set_num_threads(t)``), and the plan time of MPPI at

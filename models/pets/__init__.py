@@ -68,3 +68,12 @@ def predictor_class():
     from .predictor import PETSPredictor
 
     return PETSPredictor
+
+
+def planner_bench():
+    """Its part of ``rtmpc bench planner``: a module with DEFAULTS, OPTIONS, resolve_defaults(args)
+    and setup(args, modes, tmp) (a random-weight model, rtmpc's and PyTorch's planners over it,
+    the plan's GEMMs); MODES where it has only some of the parallel modes."""
+    from . import bench
+
+    return bench

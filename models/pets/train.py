@@ -28,6 +28,7 @@ from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
 from rtmpc.models.base import ModelError
 from rtmpc.models.common.buffer import ReplayBuffer
 from rtmpc.models.common.curves import plot_learning_curve
+from rtmpc.models.common.episodes import collect_episode
 from rtmpc.models.runtime import load_model
 
 from .config import EnsembleConfig, PETSLoopConfig, TrainConfig
@@ -40,25 +41,6 @@ __all__ = ["train_pets"]
 
 
 Progress = Callable[[dict], None]
-
-
-def _episode(env, act: Callable[[np.ndarray], np.ndarray], buffer: ReplayBuffer, episode_index: int,
-             seed: int) -> tuple[float, int, list[float]]:
-    """Run one episode, adding every transition to ``buffer``; returns (return, steps, act ms)."""
-    obs, _ = env.reset(seed=seed)
-    total, steps, times = 0.0, 0, []
-    for _ in range(env.spec.episode_steps):
-        t0 = time.perf_counter()
-        a = act(obs)
-        times.append(1e3 * (time.perf_counter() - t0))
-        next_obs, reward, terminated, truncated, _ = env.step(a)
-        buffer.add(obs, a, reward, next_obs, terminated, episode_index)
-        total += reward
-        steps += 1
-        obs = next_obs
-        if terminated or truncated:
-            break
-    return total, steps, times
 
 
 def _random_policy(spec, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
@@ -123,7 +105,7 @@ def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callab
             planner = make_planner(rollout_model)
             planner.reset()
             act = planner.plan
-        ret, steps, act_ms = _episode(env, act, buffer, episode, seed=int(rng.integers(2**31)))
+        ret, steps, act_ms = collect_episode(env, act, buffer, episode, seed=int(rng.integers(2**31)))
         episode += 1
         env_steps += steps * spec.action_repeat
         row = {"episode": episode, "kind": kind, "env_steps": env_steps, "eval_return": round(ret, 3),

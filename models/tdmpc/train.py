@@ -50,6 +50,7 @@ from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
 from rtmpc.models.base import ModelError
 from rtmpc.models.common.buffer import ReplayBuffer
 from rtmpc.models.common.curves import plot_learning_curve
+from rtmpc.models.common.episodes import collect_episode
 from rtmpc.models.runtime import load_model
 
 from .config import LatentConfig, tdmpc2_discount
@@ -176,28 +177,6 @@ class _Collector:
         self.exports += 1
 
 
-def _episode_steps(env, act, buffer: ReplayBuffer | None, episode: int, seed: int, on_step=None
-                   ) -> tuple[float, int, list[float]]:
-    """One episode; returns (return, agent steps, act times in ms). ``on_step()`` after each
-    step returns True to stop early (the step budget)."""
-    obs, _ = env.reset(seed=seed)
-    total, steps, times = 0.0, 0, []
-    for _ in range(env.spec.episode_steps):
-        t0 = time.perf_counter()
-        a = act(obs)
-        times.append(1e3 * (time.perf_counter() - t0))
-        next_obs, reward, terminated, truncated, _ = env.step(a)
-        if buffer is not None:
-            buffer.add(obs, a, reward, next_obs, terminated, episode)
-        total += reward
-        steps += 1
-        obs = next_obs
-        stop = on_step() if on_step is not None else False
-        if terminated or truncated or stop:
-            break
-    return total, steps, times
-
-
 def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Callable[[object, np.random.Generator],
                  object], cfg: LatentConfig, seed: int = 0, resume: bool = False,
                  progress: Progress | None = None) -> list[dict]:
@@ -314,7 +293,7 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
             episode = int(state["episodes"])
             if collector.planner is not None:
                 collector.planner.reset()
-            ret, _, _ = _episode_steps(env, act, buffer, episode, seed=int(rng.integers(2**31)), on_step=on_step)
+            ret, _, _ = collect_episode(env, act, buffer, episode, seed=int(rng.integers(2**31)), on_step=on_step)
             background.wait()  # the episode's last updates: the model is read and saved below
             if not math.isfinite(ret):
                 raise ModelError(f"episode {episode + 1} returned {ret}: the task produced a non-finite reward")
@@ -336,7 +315,7 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
                 returns, plan_ms = [], []
                 for i in range(loop.eval_episodes):
                     planner.reset()
-                    r, _, times = _episode_steps(env, planner.plan, None, -1, seed=EVAL_SEED + i)
+                    r, _, times = collect_episode(env, planner.plan, None, -1, seed=EVAL_SEED + i)
                     returns.append(r)
                     plan_ms += times
                 planner.reset()

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from rtmpc.models.tdmpc.bench import latent_plan_gemms
 from rtmpc.planners.bench import (
     best_seconds,
     flop_bound_seconds,
     format_table,
-    latent_plan_gemms,
     mlp_flops,
     mlp_shapes,
     plan_evaluations,
