@@ -6,10 +6,10 @@ dataclass validates every field, so a bad value fails when the object is made, w
 a message that names the key, the value and what is allowed::
 
     @dataclass(frozen=True)
-    class PlannerConfig(Config):
+    class HorizonConfig(Config):
         horizon: int = param(30, "planning horizon in model steps", ge=1, le=1000)
 
-    PlannerConfig(horizon=0)
+    HorizonConfig(horizon=0)
     # ConfigError: horizon = 0 is out of range: must be >= 1 and <= 1000
 
 :func:`load` reads a YAML file, applies ``--set key.path=value`` overrides and builds
@@ -173,9 +173,12 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
     """Build config dataclass ``cls`` from a mapping; unknown keys and bad values are errors."""
     data = dict(data or {})
+    where = f"{prefix}." if prefix else ""
+    tagged = getattr(cls, "tagged", None)
+    if tagged is not None:  # a tagged union: the mapping names its class (a planner config's kind)
+        cls, data = tagged(data, where)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
-    where = f"{prefix}." if prefix else ""
     if unknown:
         raise ConfigError(
             f"unknown key {where}{unknown[0]}: {cls.__name__} has {', '.join(names)}")

@@ -149,7 +149,8 @@ class Family(Protocol):
     itself imports neither torch nor the simulator; each entry point imports what it needs.
 
     NAME: the family's name (run config ``kind``, exported files' ``kind`` metadata);
-    SECTIONS: the run config sections it reads; STEPS_KEY: the config path ``--steps`` sets;
+    SECTIONS: the run config sections it owns, name -> (its Config class, a one-line doc),
+    composed into the run config by ``rtmpc.scripts.runconfig``; STEPS_KEY: the config path ``--steps`` sets;
     PRECISIONS: the export precisions it offers ("fp32" first); DISABLED_OPTIMIZERS: ONNX
     Runtime graph optimizers its sessions run without; EXAMPLE_CONFIG: the shipped config a
     user starts from; SMOKE_OVERRIDES: ``key=value`` settings small enough that train ->
@@ -157,7 +158,7 @@ class Family(Protocol):
     """
 
     NAME: str
-    SECTIONS: tuple[str, ...]
+    SECTIONS: dict[str, tuple[type, str]]
     STEPS_KEY: tuple[str, ...]
     PRECISIONS: tuple[str, ...]
     DISABLED_OPTIMIZERS: tuple[str, ...]

@@ -66,11 +66,13 @@ def flop_bound_seconds(gemms: Sequence[tuple[float, int]]) -> float:
 
 def planner_config(args, **extra):
     """The benchmarked planner's config from the bench's options (planner, samples, horizon,
-    iterations) and a family's ``extra`` settings."""
-    from rtmpc.planners import PlannerConfig
+    iterations) and a family's ``extra`` settings (those the planner's config has not, such as
+    MPPI's temperature for CEM, are left out)."""
+    from rtmpc.planners.registry import config_class
 
-    return PlannerConfig(kind=args.planner, samples=args.samples, horizon=args.horizon, iterations=args.iterations,
-                         **extra)
+    cls = config_class(args.planner)
+    extra = {k: v for k, v in extra.items() if k in cls.field_names()}
+    return cls(samples=args.samples, horizon=args.horizon, iterations=args.iterations, **extra)
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2,

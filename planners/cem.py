@@ -11,19 +11,21 @@ momentum ``alpha`` and a floor ``min_std``. Sampling, scoring and warm start liv
 from __future__ import annotations
 
 from rtmpc.planners import kernels
+from rtmpc.planners.base import CEMConfig
 from rtmpc.planners.trajectory import TrajectoryPlanner
 
 __all__ = ["CEM"]
 
 
 class CEM(TrajectoryPlanner):
-    """CEM planner: ``CEM(config, model, rng)``; config.kind must be "cem".
+    """CEM planner: ``CEM(config, model, rng)`` with a :class:`CEMConfig`.
 
     Elites (``config.elites`` E >= 2) weigh the same; elites scored -inf (diverged
     rollouts) weigh 0. ``plan`` returns row 0 of the final mean.
     """
 
     kind = "cem"
+    config_class = CEMConfig
 
     def _weigh_elites(self) -> float:
         kernels.select_elites(self._scores, self._n_elite, self._idx)

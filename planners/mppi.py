@@ -17,13 +17,14 @@ Sampling, scoring and warm start live in :class:`planners.trajectory.TrajectoryP
 from __future__ import annotations
 
 from rtmpc.planners import kernels
+from rtmpc.planners.base import MPPIConfig
 from rtmpc.planners.trajectory import TrajectoryPlanner
 
 __all__ = ["MPPI"]
 
 
 class MPPI(TrajectoryPlanner):
-    """MPPI planner: ``MPPI(config, model, rng)``; config.kind must be "mppi".
+    """MPPI planner: ``MPPI(config, model, rng)`` with an :class:`MPPIConfig`.
 
     With ``config.prior_samples`` n > 0 (TD-MPC models), n sequences from
     ``model.prior_actions`` (drawn once per plan, as in TD-MPC2) are the first n
@@ -32,6 +33,11 @@ class MPPI(TrajectoryPlanner):
     """
 
     kind = "mppi"
+    config_class = MPPIConfig
+
+    def __init__(self, config: MPPIConfig, model, rng=None):
+        self._temperature = float(getattr(config, "temperature", 0.0))  # checked by the base
+        super().__init__(config, model, rng)
 
     def _weigh_elites(self) -> float:
         kernels.select_elites(self._scores, self._n_elite, self._idx)

@@ -60,21 +60,22 @@ def _action_bounds(model: RolloutModel) -> tuple[np.ndarray, np.ndarray]:
 class TrajectoryPlanner(Planner):
     """Sampling-based planner over K x H x A action sequences; see the module docstring.
 
-    Built as ``Planner(config, model, rng)``: ``config`` a :class:`PlannerConfig` whose
-    ``kind`` matches the class, ``model`` a RolloutModel (act_dim and action bounds are
+    Built as ``Planner(config, model, rng)``: ``config`` the class's ``config_class``
+    (a :class:`PlannerConfig` subclass), ``model`` a RolloutModel (act_dim and action bounds are
     read from ``model.dims``), ``rng`` a numpy Generator, an int seed or None. The same
     seed and the same observations give the same actions.
 
-    Subclasses set ``kind`` and implement :meth:`_weigh_elites`.
+    Subclasses set ``kind`` and ``config_class`` and implement :meth:`_weigh_elites`.
     """
 
     kind: str = ""
+    config_class: type[PlannerConfig] = PlannerConfig
 
     def __init__(self, config: PlannerConfig, model: RolloutModel,
                  rng: np.random.Generator | int | None = None):
         if not isinstance(config, PlannerConfig):
             raise TypeError(f"config should be a PlannerConfig, got {type(config).__name__}")
-        if config.kind != self.kind:
+        if config.kind != self.kind or not isinstance(config, self.config_class):
             raise ConfigError(f"kind = {config.kind!r} but this is a {type(self).__name__} planner: "
                               f"set kind: {self.kind} or build it with planners.make_planner")
         if not isinstance(model, RolloutModel):
@@ -104,7 +105,6 @@ class TrajectoryPlanner(Planner):
         self._beta = float(config.noise_beta)
         self._smoothness = float(config.smoothness_cost)
         self._dis_coef = float(config.disagreement_penalty)
-        self._temperature = float(config.temperature)  # MPPI only
         self._has_disagreement = type(model).disagreement is not RolloutModel.disagreement
         self._begin = self._shift_plan if config.warm_start else self._reset_plan
         half = 0.5 * (high - low)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from rtmpc.configs import Config, ConfigError, param
-from rtmpc.planners.base import PlannerConfig
+from rtmpc.planners.base import CEMConfig, PlannerConfig
+from rtmpc.planners.registry import names, with_kind
 
 __all__ = ["SearchSpace", "TrialResult", "TrialLike", "suggest_params", "planner_from_params", "shrink_to_fit",
            "dominates", "pareto_front", "deadline_limit_ms", "fits_deadline", "choose_best", "KINDS"]
 
-KINDS = ("cem", "mppi")
+KINDS = names()  # the planners a study may search (planners.registry)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def suggest_params(trial: TrialLike, space: SearchSpace, kinds: Sequence[str], p
     return p
 
 
-def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = PlannerConfig()) -> PlannerConfig:
+def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = CEMConfig()) -> PlannerConfig:
     """The PlannerConfig of a trial's params, other fields from ``base``.
 
     ``elites = clip(round(elite_frac * samples), 2, samples)``; ``prior_samples =
@@ -113,7 +114,7 @@ def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = Planner
     p = dict(params)
     kind = p.pop("kind", base.kind)
     samples = int(p.get("samples", base.samples))
-    changes: dict[str, Any] = {"kind": kind}
+    changes: dict[str, Any] = {}
     for name in ("horizon", "samples", "iterations"):
         if name in p:
             changes[name] = int(p[name])
@@ -129,7 +130,7 @@ def planner_from_params(params: Mapping[str, Any], base: PlannerConfig = Planner
         if name in p:
             changes[name] = float(f"{float(p[name]):.3g}")  # 3 significant digits: readable YAML
     changes["min_std"] = min(base.min_std, float(changes.get("init_std", base.init_std)))
-    return base.replace(**changes)
+    return with_kind(base, kind, **changes)
 
 
 def shrink_to_fit(params: Mapping[str, Any], plan_ms: float, limit_ms: float, space: SearchSpace,

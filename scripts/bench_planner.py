@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from rtmpc.models import registry
+from rtmpc.planners import registry as planners
 
 from . import flags
 
@@ -73,7 +74,7 @@ def add_arguments(p) -> None:
     g.add_argument("--layout", default="members", choices=("members", "batched"),
                    help="ONNX graph layout (models.pets.export.LAYOUTS)")
     g = p.add_argument_group("planner")
-    g.add_argument("--planner", default="mppi", choices=("cem", "mppi"))
+    g.add_argument("--planner", default="mppi", choices=planners.names())
     g.add_argument("--samples", type=flags.count(2, 1_000_000), default=None,
                    help="candidate sequences K (default 1000 pets, 512 latent)")
     g.add_argument("--horizon", type=flags.count(1, 1000), default=None, help="horizon H (default 30 pets, 3 latent)")

@@ -85,7 +85,7 @@ def speed(args) -> int:
     from rtmpc.models.tdmpc.config import LatentModelConfig, LatentTrainConfig
     from rtmpc.models.tdmpc.export import export_latent
     from rtmpc.models.tdmpc.model import LatentLearner, LatentWorldModel
-    from rtmpc.planners import PlannerConfig, make_planner
+    from rtmpc.planners import make_planner, planner_config
 
     obs_dim, act_dim = args.obs_dim, args.act_dim
     train_cfg = LatentTrainConfig()
@@ -107,7 +107,7 @@ def speed(args) -> int:
                     learner = LatentLearner(model, train_cfg, 0.99, seed=0)
                     up_ms, _, up_cpu = _median_ms(lambda: learner.update(*batch), args.updates)  # noqa: B023
                     rm = load_model(path, threads=threads, rng=0, allow_spinning=args.spin and threads > 1)
-                    pcfg = PlannerConfig(**{**PLANNER, "samples": args.samples, "iterations": args.iterations})
+                    pcfg = planner_config(**{**PLANNER, "samples": args.samples, "iterations": args.iterations})
                     planner = make_planner(pcfg, rm, rng=0)
                     obs = np.random.default_rng(0).standard_normal(obs_dim)
                     plan_ms, plan_p99, plan_cpu = _median_ms(lambda: planner.plan(obs), args.plans)  # noqa: B023
@@ -132,7 +132,7 @@ def speed(args) -> int:
                 for overlap, torch_t, ort_t in modes:
                     torch.set_num_threads(torch_t)
                     if ort_t not in planners:
-                        pcfg = PlannerConfig(**{**PLANNER, "samples": args.samples, "iterations": args.iterations})
+                        pcfg = planner_config(**{**PLANNER, "samples": args.samples, "iterations": args.iterations})
                         planners[ort_t] = make_planner(pcfg, load_model(path, threads=ort_t, rng=0), rng=0)
                     learner = LatentLearner(model, train_cfg, 0.99, seed=0)
                     ms = _step_ms(planners[ort_t], learner, batch, obs, args.steps, overlap)

@@ -32,9 +32,11 @@ KEYS = ["episodes", "return_mean", "return_std", "cycles", "misses", "rate_hz", 
 
 
 def add_arguments(p) -> None:
+    from rtmpc.planners import registry as planners
+
     p.add_argument("--model", required=True, help="exported model (model.onnx from rtmpc train/export)")
     p.add_argument("--task", help="task name (default: the task stored in the model file)")
-    p.add_argument("--planner", choices=("cem", "mppi"), help="planner (default: the config's)")
+    p.add_argument("--planner", choices=planners.names(), help="planner (default: the config's)")
     p.add_argument("--config", help="YAML with planner/loop/safety sections (a run's config.yaml, best.yaml; "
                                     "default: config.yaml beside the model, if there is one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",

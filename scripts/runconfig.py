@@ -1,20 +1,21 @@
 """The run config: one YAML file that names the task, the model, its training and the planner.
 
-Each section is the owning package's own frozen config; this module only composes them.
+Each section is the owning package's own frozen config; this module only composes them:
+the task, planner, loop and safety sections, then every registered model family's own
+(``SECTIONS`` in ``models/<family>/__init__.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from rtmpc.configs import Config, load, param, table
 from rtmpc.controller.config import LoopConfig, SafetyConfig
 from rtmpc.models import registry
-from rtmpc.models.pets.config import EnsembleConfig, PETSLoopConfig, TrainConfig
-from rtmpc.models.tdmpc.config import LatentConfig
-from rtmpc.planners.base import PlannerConfig
+from rtmpc.planners.base import CEMConfig, PlannerConfig
 from rtmpc.sim import TaskConfig
 
 from . import flags
@@ -23,26 +24,46 @@ __all__ = ["RunConfig", "add_config_arguments", "load_run_config", "config_or_ru
 
 
 @dataclass(frozen=True)
-class RunConfig(Config):
-    """Everything one training run needs; saved resolved as runs/NAME/config.yaml."""
+class _RunConfigBase(Config):
+    """The sections every run has; each model family adds its own (models.registry)."""
 
-    kind: str = param("pets", "model family (rtmpc.models.registry): pets (model, train and pets sections) "
-                              "or latent (TD-MPC, the latent section)", choices=registry.names())
+    kind: str = param("pets", "model family (rtmpc.models.registry): " + ", ".join(registry.names()) + "; "
+                              "its own sections hold its settings", choices=registry.names())
     seed: int = param(0, "seed of every random choice of the run", ge=0)
     task: TaskConfig = param(TaskConfig(), "the task")
-    model: EnsembleConfig = param(EnsembleConfig(), "the probabilistic ensemble")
-    train: TrainConfig = param(TrainConfig(), "one fit of the ensemble")
-    planner: PlannerConfig = param(PlannerConfig(), "the planner used to collect data and to control")
-    pets: PETSLoopConfig = param(PETSLoopConfig(), "the PETS outer loop")
-    latent: LatentConfig = param(LatentConfig(), "the TD-MPC latent model, its updates and loop (kind: latent)")
+    planner: PlannerConfig = param(CEMConfig(), "the planner used to collect data and to control "
+                                                "(its kind picks its config: rtmpc.planners.registry)")
     loop: LoopConfig = param(LoopConfig(), "the fixed-rate control loop")
     safety: SafetyConfig = param(SafetyConfig(), "the safety filter")
 
     def unused_sections(self) -> tuple[str, ...]:
         """The sections only other model families read (kept in config.yaml, left out of listings)."""
         own = set(registry.family(self.kind).SECTIONS)
-        others = {s for name in registry.names() if name != self.kind for s in registry.family(name).SECTIONS}
-        return tuple(sorted(others - own))
+        return tuple(sorted(set(_family_sections()) - own))
+
+
+def _family_sections() -> dict[str, tuple[type, str]]:
+    """Every registered family's own sections, name -> (Config class, doc); a name two
+    families claim, or one the base has, is an error in the registry."""
+    base = {f.name for f in dataclasses.fields(_RunConfigBase)}
+    out: dict[str, tuple[type, str]] = {}
+    for name in registry.names():
+        for section, spec in registry.family(name).SECTIONS.items():
+            if section in out or section in base:
+                raise TypeError(f"model family {name!r} claims the run config section {section!r}, "
+                                f"which is taken: rename it")
+            out[section] = spec
+    return out
+
+
+# Everything one training run needs; saved resolved as runs/NAME/config.yaml. Its fields are
+# the base's, then each registered family's sections, so a new family needs no line here.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig", [(section, cls, param(cls(), doc)) for section, (cls, doc) in _family_sections().items()],
+    bases=(_RunConfigBase,), frozen=True, namespace={"__module__": __name__, "__doc__": (
+        "Everything one training run needs (the task, the model family and its sections, the planner, "
+        "the loop); saved resolved as runs/NAME/config.yaml.")})
+RunConfig.__qualname__ = "RunConfig"
 
 
 def add_config_arguments(p: argparse.ArgumentParser, config_required: bool = True) -> None:

@@ -55,12 +55,14 @@ TABLE = [("trial", "{:>5}"), ("kind", "{:>4}"), ("H", "{:>3}"), ("K", "{:>5}"), 
 
 
 def add_arguments(p) -> None:
+    from rtmpc.planners import registry as planners
+
     p.add_argument("--model", required=True, help="exported model (model.onnx from rtmpc train/export)")
     p.add_argument("--task", help="task name (default: the task stored in the model file)")
     p.add_argument("--rate", type=flags.rate(), help="control rate in Hz (default: the config's loop.rate_hz, else "
                                               "the model's step rate)")
-    p.add_argument("--planner", choices=("cem", "mppi", "both"), default="both",
-                   help="planner(s) searched (default both)")
+    p.add_argument("--planner", choices=(*planners.names(), "both"), default="both",
+                   help="planner(s) searched (default: all of them)")
     p.add_argument("--trials", type=flags.count(1, 1_000_000), default=20,
                    help="finished trials the study should hold (default 20)")
     p.add_argument("--episodes-per-trial", type=flags.count(1, 10_000), default=1,

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import EnsembleConfig, PETSLoopConfig, TrainConfig
+
 NAME = "pets"
-SECTIONS = ("model", "train", "pets")
+SECTIONS = {"model": (EnsembleConfig, "the probabilistic ensemble (kind: pets)"),
+            "train": (TrainConfig, "one fit of the ensemble (kind: pets)"),
+            "pets": (PETSLoopConfig, "the PETS outer loop (kind: pets)")}
 STEPS_KEY = ("pets", "max_env_steps")  # --steps caps the environment steps
 PRECISIONS = ("fp32", "int8")
 EXAMPLE_CONFIG = "pets_cartpole"  # the shipped config a user starts from

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import LatentConfig
+
 NAME = "latent"
-SECTIONS = ("latent",)
+SECTIONS = {"latent": (LatentConfig, "the TD-MPC latent model, its updates and loop (kind: latent)")}
 STEPS_KEY = ("latent", "loop", "total_steps")  # --steps is the run's length
 PRECISIONS = ("fp32",)
 EXAMPLE_CONFIG = "tdmpc_cartpole"  # the shipped config a user starts from

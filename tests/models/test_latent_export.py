@@ -15,7 +15,7 @@ from rtmpc.models.tdmpc.config import LatentModelConfig
 from rtmpc.models.tdmpc.export import check_latent_parity, export_latent
 from rtmpc.models.tdmpc.model import LatentWorldModel, make_graph
 from rtmpc.models.tdmpc.runtime import LatentRolloutModel
-from rtmpc.planners import PlannerConfig, make_planner
+from rtmpc.planners import make_planner, planner_config
 
 TINY = LatentModelConfig(latent_dim=16, hidden=32, enc_hidden=32, num_q=3, num_bins=21)
 LOW, HIGH = np.array([-2.0, 0.0]), np.array([1.0, 3.0])  # asymmetric bounds on purpose
@@ -175,7 +175,7 @@ def test_user_errors(exported):
 
 def test_mppi_with_policy_prior_samples(exported):
     _, path = exported
-    cfg = PlannerConfig(kind="mppi", horizon=3, samples=64, iterations=3, elites=8, prior_samples=8, alpha=0.0,
+    cfg = planner_config(kind="mppi", horizon=3, samples=64, iterations=3, elites=8, prior_samples=8, alpha=0.0,
                         init_std=2.0)
     planner = make_planner(cfg, load_model(path, rng=0), rng=0)
     obs = np.array([0.1, 0.0, -0.1])

@@ -15,7 +15,7 @@ from rtmpc.models.common.buffer import ReplayBuffer
 from rtmpc.models.tdmpc.config import LatentConfig
 from rtmpc.models.tdmpc.model import load_latent
 from rtmpc.models.tdmpc.train import train_latent
-from rtmpc.planners import PlannerConfig, make_planner
+from rtmpc.planners import make_planner, planner_config
 
 from rtmpc import sim
 
@@ -26,7 +26,7 @@ CFG_DICT = {
     "loop": {"total_steps": 4 * STEPS, "seed_steps": 20, "eval_every": 2 * STEPS, "eval_episodes": 1,
              "export_every": 100, "threads": 1, "parity_samples": 4}}
 CFG = from_dict(LatentConfig, CFG_DICT)  # updates overlap planning (the default)
-PLAN = PlannerConfig(kind="mppi", horizon=3, samples=32, iterations=2, elites=8, prior_samples=4, alpha=0.0,
+PLAN = planner_config(kind="mppi", horizon=3, samples=32, iterations=2, elites=8, prior_samples=4, alpha=0.0,
                      init_std=2.0)
 TIMING = {"updates_per_s", "plan_ms_median", "plan_ms_p99", "collect_plan_ms_median", "export_s", "seconds",
           "wall_s"}

@@ -9,13 +9,13 @@ from rtmpc.configs.rundir import RunDir
 from rtmpc.models.common.buffer import ReplayBuffer
 from rtmpc.models.pets.config import EnsembleConfig, PETSLoopConfig, TrainConfig
 from rtmpc.models.pets.train import train_pets
-from rtmpc.planners import PlannerConfig, make_planner
+from rtmpc.planners import make_planner, planner_config
 
 from rtmpc import sim
 
 ENS = EnsembleConfig(members=2, hidden=16, layers=2)
 FIT = TrainConfig(epochs=3, batch_size=32)
-PLAN = PlannerConfig(horizon=3, samples=16, iterations=1, elites=4)
+PLAN = planner_config(horizon=3, samples=16, iterations=1, elites=4)
 STEPS = 15
 
 

@@ -12,7 +12,7 @@ import torch
 from rtmpc.models.base import ModelError
 from rtmpc.models.common.policy import load_policy
 from rtmpc.models.common.policy_export import check_policy_parity, export_policy
-from rtmpc.planners import PlannerConfig, PolicyRunner, make_planner
+from rtmpc.planners import PolicyRunner, make_planner, planner_config
 
 OBS, ACT = 6, 2  # point-target's sizes
 LOW, HIGH = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
@@ -91,7 +91,7 @@ def test_recurrent_state_is_an_explicit_input_and_output(tmp_path):
 
 def test_the_runner_is_what_make_planner_gives_a_policy(tanh_file):
     _, path = tanh_file
-    runner = make_planner(PlannerConfig(), load_policy(path))
+    runner = make_planner(planner_config(), load_policy(path))
     assert isinstance(runner, PolicyRunner)
     obs = np.zeros(OBS)
     action = runner.plan(obs)

@@ -10,14 +10,14 @@ import pytest
 from planner_toys import LinearQuadratic, NaNAbove, lqr_actions, point_mass, scalar_system
 from rtmpc.configs import ConfigError
 from rtmpc.models.base import ModelDims, ModelError, RolloutModel
-from rtmpc.planners import CEM, MPPI, Planner, PlannerConfig, make_planner
+from rtmpc.planners import CEM, MPPI, Planner, make_planner, planner_config
 
 KINDS = ["cem", "mppi"]
 X0 = np.array([0.5, -0.3, 0.0, 0.2])
 
 
 def _config(kind, **kw):
-    return PlannerConfig(kind=kind, **{"horizon": 10, "samples": 100, "elites": 10, "iterations": 3, **kw})
+    return planner_config(kind=kind, **{"horizon": 10, "samples": 100, "elites": 10, "iterations": 3, **kw})
 
 
 # ------------------------------------------------------------------ interface
@@ -70,7 +70,7 @@ def test_warm_start_reaches_lower_cost_with_the_same_iterations(kind):
     optimal = [model.cost(x, lqr_actions(model, x, H)) for x in states]
 
     def mean_gap(iterations, warm):
-        planner = make_planner(PlannerConfig(kind=kind, horizon=H, iterations=iterations,
+        planner = make_planner(planner_config(kind=kind, horizon=H, iterations=iterations,
                                              warm_start=warm), model, rng=0)
         gaps = []
         for x, best in zip(states, optimal):
@@ -108,7 +108,7 @@ def test_nan_rollouts_never_win_and_are_counted(kind):
     """The unconstrained best u* = 0.8 lies where the model returns NaN (u > 0.5): the planner
     stays at or below 0.5 (patching NaN to 0 would make them the best, all returns being < 0)."""
     model = NaNAbove(threshold=0.5)
-    planner = make_planner(PlannerConfig(kind=kind, horizon=1, samples=200, elites=20, iterations=6),
+    planner = make_planner(planner_config(kind=kind, horizon=1, samples=200, elites=20, iterations=6),
                            model, rng=0)
     action = planner.plan(np.array([-1.6]))
     assert action[0] <= 0.5
@@ -124,7 +124,7 @@ def test_nan_rollouts_never_win_and_are_counted(kind):
 def test_all_nan_keeps_the_distribution_and_returns_a_bounded_action(kind):
     model = scalar_system()
     model.rollout = lambda obs, actions: np.full(actions.shape[0], np.nan)
-    planner = make_planner(PlannerConfig(kind=kind, horizon=3, samples=50, elites=5, iterations=2),
+    planner = make_planner(planner_config(kind=kind, horizon=3, samples=50, elites=5, iterations=2),
                            model, rng=0)
     action = planner.plan(np.array([1.0]))
     np.testing.assert_array_equal(action, [0.0])
@@ -153,7 +153,7 @@ class Uncertain(LinearQuadratic):
 @pytest.mark.parametrize("kind", KINDS)
 def test_disagreement_penalty_shifts_the_optimum(kind):
     """Score -((x0 + u)^2 + u^2) - 2 u^2 is maximal at u* = -x0 / 4 (0.25 from x0 = -1)."""
-    config = PlannerConfig(kind=kind, horizon=1, samples=200, elites=20, iterations=8,
+    config = planner_config(kind=kind, horizon=1, samples=200, elites=20, iterations=8,
                            disagreement_penalty=2.0)
     planner = make_planner(config, Uncertain(), rng=0)
     assert planner.plan(np.array([-1.0]))[0] == pytest.approx(0.25, abs=0.02)
@@ -164,7 +164,7 @@ def test_disagreement_penalty_shifts_the_optimum(kind):
 def test_smoothness_cost_pulls_towards_the_previous_action(kind):
     """Score -((x0 + u)^2 + u^2) - 2 (u - u_prev)^2: u* = (-x0 + 2 u_prev) / 4. The first plan
     has no previous action (u* = 0.5 from x0 = -1); from x0 = 1 the second gives 0, not -0.5."""
-    config = PlannerConfig(kind=kind, horizon=1, samples=200, elites=20, iterations=8, smoothness_cost=2.0)
+    config = planner_config(kind=kind, horizon=1, samples=200, elites=20, iterations=8, smoothness_cost=2.0)
     planner = make_planner(config, scalar_system(), rng=0)
     assert planner.plan(np.array([-1.0]))[0] == pytest.approx(0.5, abs=0.02)
     assert planner.plan(np.array([1.0]))[0] == pytest.approx(0.0, abs=0.02)
@@ -219,13 +219,13 @@ def test_prior_is_drawn_once_per_plan_and_kept_in_every_iteration():
 # ------------------------------------------------------------------ validation
 def test_config_errors():
     with pytest.raises(ConfigError, match="elites = 20 is more than samples = 10"):
-        PlannerConfig(samples=10, elites=20)
+        planner_config(samples=10, elites=20)
     with pytest.raises(ConfigError, match="kind = 'mppi' but this is a CEM"):
-        CEM(PlannerConfig(kind="mppi"), point_mass())
+        CEM(planner_config(kind="mppi"), point_mass())
     with pytest.raises(ConfigError, match="no policy prior"):
-        make_planner(PlannerConfig(kind="mppi", prior_samples=5), point_mass())
+        make_planner(planner_config(kind="mppi", prior_samples=5), point_mass())
     with pytest.raises(ConfigError, match="reports no disagreement"):
-        make_planner(PlannerConfig(kind="cem", disagreement_penalty=1.0), point_mass())
+        make_planner(planner_config(kind="cem", disagreement_penalty=1.0), point_mass())
 
 
 class _Bounds(RolloutModel):
@@ -244,7 +244,7 @@ class _Bounds(RolloutModel):
 ])
 def test_model_bounds_are_validated(low, high, act_dim, message):
     with pytest.raises(ModelError, match=message):
-        make_planner(PlannerConfig(), _Bounds(low, high, act_dim))
+        make_planner(planner_config(), _Bounds(low, high, act_dim))
 
 
 def test_wrong_return_shape_is_a_model_error():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from planner_toys import LinearQuadratic, lqr_actions, point_mass
-from rtmpc.planners import PlannerConfig, make_planner
+from rtmpc.planners import make_planner, planner_config
 
 KINDS = ["cem", "mppi"]
 X0 = np.array([0.5, -0.3, 0.0, 0.2])
@@ -24,7 +24,7 @@ def test_second_action_matches_lqr_given_the_fixed_first(kind, seed, u0):
     u0 = np.array(u0)
     rest = lqr_actions(model, model.step(X0, u0), H - 1)
     assert np.all(np.abs(rest) < 2.0)  # the unconstrained optimum is feasible
-    planner = make_planner(PlannerConfig(kind=kind, horizon=H, samples=400, elites=40, iterations=16),
+    planner = make_planner(planner_config(kind=kind, horizon=H, samples=400, elites=40, iterations=16),
                            model, rng=seed)
     action = planner.plan(X0, first_action=u0)
     plan = planner.planned_actions()
@@ -61,7 +61,7 @@ class _Spy(LinearQuadratic):
 def test_every_sampled_sequence_starts_with_the_fixed_action(kind):
     model = _Spy()
     u0 = np.array([0.25, -0.75])
-    config = PlannerConfig(kind=kind, horizon=6, samples=50, elites=5, iterations=3, prior_samples=5)
+    config = planner_config(kind=kind, horizon=6, samples=50, elites=5, iterations=3, prior_samples=5)
     planner = make_planner(config, model, rng=0)
     planner.plan(X0)  # a free plan first: the warm start of the next one does not start at u0
     model.seen.clear()
@@ -82,7 +82,7 @@ def test_bounds_hold_with_a_fixed_first_action(kind):
     action and plan row stays inside over a closed loop that commits one step ahead."""
     base = point_mass()
     model = LinearQuadratic(base.A, base.B, base.Q, base.R, base.Qf, low=[-0.3, 0.0], high=[0.1, 2.0])
-    planner = make_planner(PlannerConfig(kind=kind, horizon=8, samples=100, iterations=3), model, rng=0)
+    planner = make_planner(planner_config(kind=kind, horizon=8, samples=100, iterations=3), model, rng=0)
     low, high = model.dims.action_low, model.dims.action_high
     x, committed = X0.copy(), np.array([5.0, -1.0])  # out of bounds: clipped to (0.1, 0.0)
     for _ in range(6):
@@ -97,11 +97,11 @@ def test_bounds_hold_with_a_fixed_first_action(kind):
 
 
 def test_first_action_is_checked():
-    planner = make_planner(PlannerConfig(kind="cem", horizon=4, samples=20, elites=4), point_mass(), rng=0)
+    planner = make_planner(planner_config(kind="cem", horizon=4, samples=20, elites=4), point_mass(), rng=0)
     with pytest.raises(ValueError, match=r"first_action has shape \(3,\), expected \(2,\)"):
         planner.plan(X0, first_action=np.zeros(3))
     with pytest.raises(ValueError, match="must be finite"):
         planner.plan(X0, first_action=np.array([0.0, np.nan]))
-    short = make_planner(PlannerConfig(kind="cem", horizon=1, samples=20, elites=4), point_mass(), rng=0)
+    short = make_planner(planner_config(kind="cem", horizon=1, samples=20, elites=4), point_mass(), rng=0)
     with pytest.raises(ValueError, match="needs horizon >= 2"):
         short.plan(X0, first_action=np.zeros(2))

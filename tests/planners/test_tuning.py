@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from rtmpc.configs import ConfigError
-from rtmpc.planners.base import PlannerConfig
+from rtmpc.planners import planner_config
 from rtmpc.planners.tuning import (
     SearchSpace,
     TrialResult,
@@ -131,7 +131,7 @@ def test_every_point_of_the_space_is_a_valid_planner_config(where, kinds, kind):
     space = SearchSpace()
     trial = FakeTrial(where, kind)
     params = suggest_params(trial, space, kinds)
-    cfg = planner_from_params(params, PlannerConfig())
+    cfg = planner_from_params(params, planner_config())
     assert cfg.kind == (kind or kinds[0])
     assert ("kind" in trial.asked) == (len(kinds) > 1)
     assert ("temperature" in trial.asked) == (cfg.kind == "mppi")  # conditional
@@ -143,7 +143,7 @@ def test_every_point_of_the_space_is_a_valid_planner_config(where, kinds, kind):
 
 
 def test_planner_from_params_keeps_the_base_fields_not_searched():
-    base = PlannerConfig(disagreement_penalty=2.0, smoothness_cost=0.1, alpha=0.2, min_std=0.3, init_std=0.5)
+    base = planner_config(disagreement_penalty=2.0, smoothness_cost=0.1, alpha=0.2, min_std=0.3, init_std=0.5)
     cfg = planner_from_params({"kind": "mppi", "horizon": 7, "samples": 100, "iterations": 2, "elite_frac": 0.1,
                                "init_std": 0.2, "noise_beta": 0.5, "temperature": 0.123456}, base)
     assert (cfg.kind, cfg.horizon, cfg.samples, cfg.iterations, cfg.elites) == ("mppi", 7, 100, 2, 10)
@@ -151,7 +151,7 @@ def test_planner_from_params_keeps_the_base_fields_not_searched():
     assert cfg.min_std == 0.2  # lowered to init_std
     assert cfg.temperature == 0.123  # 3 significant digits
     assert planner_from_params({"samples": 8, "elite_frac": 0.01}, base).elites == 2  # at least 2
-    assert planner_from_params({"samples": 10}, PlannerConfig(elites=40)).elites == 10  # clipped to samples
+    assert planner_from_params({"samples": 10}, planner_config(elites=40)).elites == 10  # clipped to samples
 
 
 def test_search_space_checks_its_ranges_and_caps_the_horizon():
@@ -175,7 +175,7 @@ def test_trial_result_finite():
 @pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
 def test_a_policy_prior_share_is_searched_and_always_leaves_planned_samples(where):
     # a latent model's base: 24 of 512 samples from the policy prior (TD-MPC2)
-    base = PlannerConfig(kind="mppi", samples=512, elites=64, prior_samples=24)
+    base = planner_config(kind="mppi", samples=512, elites=64, prior_samples=24)
     space = SearchSpace(samples_min=2, samples_max=1024)
     trial = FakeTrial(where)
     cfg = planner_from_params(suggest_params(trial, space, ("mppi",), prior=True), base)
@@ -186,7 +186,7 @@ def test_a_policy_prior_share_is_searched_and_always_leaves_planned_samples(wher
 
 
 def test_fewer_samples_than_the_base_prior_still_make_a_valid_config():
-    base = PlannerConfig(kind="mppi", samples=512, elites=64, prior_samples=24)
+    base = planner_config(kind="mppi", samples=512, elites=64, prior_samples=24)
     cfg = planner_from_params({"samples": 16}, base)
     assert (cfg.samples, cfg.prior_samples, cfg.elites) == (16, 15, 16)
     with pytest.raises(ConfigError, match="prior_frac_min"):
