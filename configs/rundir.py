@@ -1,9 +1,15 @@
 """Run directories and atomic file writes.
 
-``runs/NAME/`` holds: ``config.yaml`` (resolved), ``buffer.npz``, ``checkpoints/``,
-``model.onnx``, ``metrics.csv``, plots (``*.png``), telemetry and videos. Every file is
+``runs/NAME/`` holds: ``config.yaml`` (resolved), ``manifest.json`` (the last committed
+training step and the files it names: ``buffer.NNNNNN.npz``, ``checkpoints/``,
+``metrics.NNNNNN.csv``), ``model.onnx``, ``metrics.csv``, plots (``*.png``), telemetry
+and videos. Every file is
 written to a temporary name in the same folder, flushed to disk, then renamed over the
-target, so a killed run never leaves a half-written file behind.
+target, so a killed run never leaves a half-written file behind. A trainer commits each
+step through one manifest (:mod:`rtmpc.models.common.commit`).
+
+:data:`fault_hook` lets a test stop the process or fail the disk at either boundary of
+every write (``tests/models/fault_harness.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import yaml
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "write_text", "write_yaml", "append_csv_row", "RunDir"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "write_text", "write_yaml", "append_csv_row",
+           "write_csv", "read_csv", "RunDir", "fault_hook"]
+
+# Fault injection for tests: when set, called as ``fault_hook(path, point)`` at both boundaries
+# of every write: point "staged" (the new bytes are in the temporary file, not yet renamed;
+# raising here is a failed write, e.g. ENOSPC) and "renamed" (the new file is in place).
+fault_hook: Callable[[Path, str], None] | None = None
 
 
 @contextmanager
@@ -33,6 +45,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if fault_hook is not None:
+            fault_hook(path, "staged")
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -40,6 +54,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp_path.exists():
             tmp_path.unlink()
     _fsync_dir(path.parent)
+    if fault_hook is not None:
+        fault_hook(path, "renamed")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -83,11 +99,12 @@ def write_yaml(path: str | Path, data: Mapping[str, Any]) -> Path:
 def append_csv_row(path: str | Path, row: Mapping[str, Any]) -> None:
     """Append one row (header written when the file is new); rewrites atomically."""
     path = Path(path)
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    rows.append({k: v for k, v in row.items()})
+    rows: list[Mapping[str, Any]] = read_csv(path) if path.exists() else []
+    write_csv(path, [*rows, dict(row)])
+
+
+def write_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` (header: every key, in order of first appearance) atomically."""
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -96,6 +113,12 @@ def append_csv_row(path: str | Path, row: Mapping[str, Any]) -> None:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)
+    return Path(path)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 class RunDir:
@@ -114,10 +137,6 @@ class RunDir:
         return self.root / "config.yaml"
 
     @property
-    def buffer(self) -> Path:
-        return self.root / "buffer.npz"
-
-    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
@@ -128,11 +147,6 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.csv"
-
-    @property
-    def state(self) -> Path:
-        """Training progress for --resume (iteration, env steps, rng state)."""
-        return self.root / "state.yaml"
 
     def file(self, name: str) -> Path:
         return self.root / name

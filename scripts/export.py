@@ -16,6 +16,8 @@ file's and both files' one-step prediction error on the buffer's transitions.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from .flags import count
@@ -50,6 +52,7 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     from rtmpc.configs.rundir import RunDir
     from rtmpc.models import registry
     from rtmpc.models.common.buffer import ReplayBuffer
+    from rtmpc.models.common.commit import committed_file
     from rtmpc.models.runtime import load_model
 
     from .runconfig import load_run_config
@@ -73,11 +76,19 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     out = Path(out) if out else run_dir.model
     metadata = {"task": spec.name, "control_period": repr(spec.control_period),
                 "action_repeat": str(spec.action_repeat)}
-    buffer = ReplayBuffer.load(run_dir.buffer)
+    buffer = ReplayBuffer.load(committed_file(run_dir, "buffer", "buffer.npz"))
     rows = np.sort(np.random.default_rng(0).choice(len(buffer), size=min(samples, len(buffer)), replace=False))
-    checked = family.export_model(run_dir, cfg, out=out, spec=spec, buffer=buffer, rows=rows, metadata=metadata,
-                            precision=precision)
-    loaded = load_model(out)  # the runtime reads it back: dims and metadata are sound
+    # Written into a folder beside ``out`` and moved over it only once parity passed and the
+    # runtime read it back: a failed export leaves the previous model (and its copies) in place.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        staged = Path(tmp) / out.name
+        checked = family.export_model(run_dir, cfg, out=staged, spec=spec, buffer=buffer, rows=rows,
+                                      metadata=metadata, precision=precision)
+        loaded = load_model(staged)  # the runtime reads it back: dims and metadata are sound
+        checked = json.loads(json.dumps(checked).replace(str(staged.parent), str(out.parent)))
+        for path in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the main file last
+            os.replace(path, out.parent / path.name)
     return {"model": str(out), "kind": cfg.kind, **checked, "checked_real": int(len(rows)),
             "obs_dim": loaded.dims.obs_dim, "act_dim": loaded.dims.act_dim}
 

@@ -40,6 +40,9 @@ def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resu
         cfg = load_run_config(config, overrides, seed, extra)
     out = Path(out) if out else Path("runs") / f"{Path(config).stem}-s{cfg.seed}"
     run = RunDir(out)
+    if resume and (run.root / "state.yaml").exists() and not (run.root / "manifest.json").exists():
+        raise ConfigError(f"{out} was written by rtmpc 0.2 (state.yaml, no manifest.json), which this version "
+                          f"cannot resume: rtmpc export still reads it; to train again, --overwrite or another --out")
     if run.config.exists():
         import yaml
 

@@ -40,12 +40,13 @@ def train_model(run_dir, cfg, *, make_env, make_planner, resume: bool = False) -
 
 def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, str],
            precision: str = "fp32") -> dict[str, Any]:
+    from rtmpc.models.common.commit import committed_file
     from rtmpc.models.common.fileio import PARITY_ATOL, PARITY_RTOL
 
     from .ensemble import load_ensemble
     from .export import check_parity, export_onnx
 
-    model = load_ensemble(run_dir.checkpoints / "ensemble.pt")
+    model = load_ensemble(committed_file(run_dir, "ensemble", "checkpoints/ensemble.pt"))
     export_onnx(model, out, action_low=spec.action_low, action_high=spec.action_high, gamma=cfg.pets.gamma,
                 extra_metadata=metadata)
     err = check_parity(model, out, (buffer.obs[rows], buffer.act[rows]))

@@ -168,7 +168,8 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     if not args.no_baselines:
         common = dict(samples=k, horizon=h, iterations=iters, init_std=pcfg.init_std, low=low, high=high,
                       particles=p, seed=args.seed)
-        torch_planner = PETSTorchPlanner(ensemble, kind=args.planner, elites=elites, temperature=pcfg.temperature,
+        temperature = getattr(pcfg, "temperature", 0.5)  # MPPI only
+        torch_planner = PETSTorchPlanner(ensemble, kind=args.planner, elites=elites, temperature=temperature,
                                      alpha=pcfg.alpha, min_std=pcfg.min_std, **common)
         impls.append(("torch", "plain", torch_planner.plan, None))
         if pytorch_mppi_available():

@@ -6,9 +6,14 @@
    with ONNX Runtime, and run one episode with the planner over the *exported* model
    (the same code path as deployment). That episode's return is the iteration's
    ``eval_return``: the planner executes its mean plan, no exploration noise is added.
-3. After each episode: buffer, metrics row, learning curve and progress state are
-   written atomically, so ``resume=True`` continues from the last completed episode (a
-   killed run loses at most the episode it was in).
+3. After each episode the step is committed (:mod:`rtmpc.models.common.commit`): the
+   buffer, the checkpoint and the metrics are written under the episode's number, then
+   one manifest naming them, with the counters and the random generator's state, replaces
+   the last; ``metrics.csv`` and the learning curve are published from it. A kill or a
+   full disk at any write loses at most the episode in progress, and ``resume=True``
+   continues from the last committed episode exactly as an uninterrupted run would
+   (same seed, same numbers). A non-finite observation or reward stops the run before
+   anything of its episode is saved.
 
 The planner is injected (``make_planner(rollout_model) -> Planner``) so that models/
 does not depend on planners/.
@@ -17,16 +22,15 @@ does not depend on planners/.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable
 
 import numpy as np
 import torch
-import yaml
-from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
+from rtmpc.configs.rundir import RunDir, read_csv, write_csv
 from rtmpc.models.base import ModelError
 from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.commit import Manifest
 from rtmpc.models.common.curves import plot_learning_curve
 from rtmpc.models.common.episodes import collect_episode
 from rtmpc.models.runtime import load_model
@@ -55,31 +59,31 @@ def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callab
     run.make()
     env = make_env()
     spec = env.spec
-    ckpt = run.checkpoints / "ensemble.pt"
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    commits = Manifest(run)
 
-    if resume and run.state.exists():
-        state = yaml.safe_load(run.state.read_text())
-        buffer = ReplayBuffer.load(run.buffer)
+    if resume and commits.read() is not None:
+        state = commits.state
+        buffer = ReplayBuffer.load(commits.file("buffer"))
         episode = int(state["episodes"])
         env_steps = int(state["env_steps"])
         if buffer.num_episodes != episode:
-            raise ModelError(f"run {run.root} is inconsistent: state.yaml says {episode} episodes, "
-                             f"buffer.npz holds {buffer.num_episodes}; remove state.yaml to restart")
-        model = load_ensemble(ckpt) if ckpt.exists() else ProbabilisticEnsemble(spec.obs_dim, spec.act_dim,
-                                                                                  ensemble_cfg)
-        rng = np.random.default_rng([seed, episode])
+            raise ModelError(f"run {run.root} is inconsistent: its manifest says {episode} episodes, "
+                             f"{commits.file('buffer').name} holds {buffer.num_episodes}; start over with --overwrite")
+        ckpt = commits.file("ensemble")
+        model = load_ensemble(ckpt) if ckpt else ProbabilisticEnsemble(spec.obs_dim, spec.act_dim, ensemble_cfg)
+        rng.bit_generator.state = state["rng"]
+        history = read_csv(commits.file("metrics")) if commits.file("metrics") else []
         log.info("resuming %s after episode %d (%d env steps, %d transitions)", run.root, episode, env_steps,
                  len(buffer))
     else:
         if resume:
             log.info("nothing to resume in %s: starting a new run", run.root)
+        commits.reset()
         buffer = ReplayBuffer(spec.obs_dim, spec.act_dim)
         model = ProbabilisticEnsemble(spec.obs_dim, spec.act_dim, ensemble_cfg)
-        episode, env_steps = 0, 0
-        if run.metrics.exists():
-            run.metrics.unlink()
+        episode, env_steps, history = 0, 0, []
 
     rows: list[dict] = []
     while episode < loop_cfg.episodes:
@@ -93,7 +97,6 @@ def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callab
         else:
             kind = "planner"
             fit = fit_ensemble(model, buffer, train_cfg, rng=rng)
-            save_ensemble(model, ckpt)
             export_onnx(model, run.model, action_low=spec.action_low, action_high=spec.action_high,
                         gamma=loop_cfg.gamma, extra_metadata={"task": spec.name,
                                                               "control_period": repr(spec.control_period),
@@ -116,10 +119,15 @@ def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callab
                "fit_epochs": fit.epochs if fit else "", "fit_s": round(fit.seconds, 2) if fit else "",
                "parity_max_abs": f"{parity:.2e}" if fit else "",
                "seconds": round(time.perf_counter() - t_start, 2)}
-        # Order matters for resume: buffer first, then metrics, then the state that points at both.
-        buffer.save(run.buffer)
-        append_csv_row(run.metrics, row)
-        write_yaml(run.state, {"episodes": episode, "env_steps": env_steps, "seed": seed})
+        # Commit the episode: its files under new names, then the manifest that names them.
+        files = {"buffer": buffer.save(commits.stage("buffer", "buffer.npz", episode))}
+        if fit is not None:
+            files["ensemble"] = save_ensemble(model, commits.stage("ensemble", "checkpoints/ensemble.pt", episode))
+        history.append(row)
+        files["metrics"] = write_csv(commits.stage("metrics", "metrics.csv", episode), history)
+        commits.commit(episode, files, {"episodes": episode, "env_steps": env_steps, "seed": seed,
+                                        "rng": rng.bit_generator.state}, keep=("ensemble",))
+        write_csv(run.metrics, history)  # published for people; resume reads the committed copy
         plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"PETS on {spec.name}")
         rows.append(row)
         if progress is not None:
@@ -127,7 +135,5 @@ def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callab
         else:
             log.info("episode %d/%d (%s): return %.1f, env steps %d%s", episode, loop_cfg.episodes, kind, ret,
                      env_steps, f", plan {row['plan_ms_median']} ms" if fit else "")
-        if not math.isfinite(ret):
-            raise ModelError(f"episode {episode} returned {ret}: the task produced a non-finite reward")
     env.close()
     return rows

@@ -38,12 +38,13 @@ def train_model(run_dir, cfg, *, make_env, make_planner, resume: bool = False) -
 
 def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, str],
            precision: str = "fp32") -> dict[str, Any]:
+    from rtmpc.models.common.commit import committed_file
     from rtmpc.models.common.fileio import PARITY_ATOL, PARITY_RTOL
 
     from .export import check_latent_parity, export_latent
     from .model import latent_discount, load_latent
 
-    ckpt = run_dir.checkpoints / "latent.pt"
+    ckpt = committed_file(run_dir, "latent", "checkpoints/latent.pt")
     model = load_latent(ckpt)
     gamma = latent_discount(ckpt)
     export_latent(model, out, gamma=gamma, extra_metadata=metadata)

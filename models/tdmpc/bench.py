@@ -131,7 +131,8 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     if not args.no_baselines:
         torch_planner = LatentTorchPlanner(model, gamma=gamma, prior_samples=n, kind=args.planner, samples=k,
                                            horizon=h, iterations=iters, elites=args.elites,
-                                           temperature=pcfg.temperature, alpha=pcfg.alpha, init_std=pcfg.init_std,
+                                           temperature=getattr(pcfg, "temperature", 0.5), alpha=pcfg.alpha,
+                                           init_std=pcfg.init_std,
                                            min_std=pcfg.min_std, low=low, high=high, seed=args.seed)
         impls.append(("torch", "plain", torch_planner.plan, None))
     gemms = latent_plan_gemms(latent_layers(model), k, h, iters, n)

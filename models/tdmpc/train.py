@@ -23,9 +23,13 @@ TD-MPC2 (Hansen, Su, Wang, ICLR 2024), its online trainer, with the planner of r
    at the end: ``eval_episodes`` planner episodes without noise on fixed seeds; a row of
    metrics.csv (``env_steps``, ``eval_return`` and the losses, update rate, plan time)
    and learning_curve.png.
-5. After every episode: buffer, checkpoint (model, target, optimisers, Q scale, random
-   states), metrics and progress state are written atomically, so ``resume=True``
-   continues from the last completed episode.
+5. After every episode the step is committed (:mod:`rtmpc.models.common.commit`): the
+   buffer, the checkpoint (model, target, optimisers, Q scale, torch's random state) and
+   the metrics under the episode's number, then one manifest naming them, with the
+   counters and the numpy generators' states; ``metrics.csv`` and the learning curve are
+   published from it. A kill or a full disk at any write loses at most the episode in
+   progress, and ``resume=True`` continues from the last committed episode as the
+   uninterrupted run would (same seed, same numbers: the tests compare them).
 
 All step counts are environment steps (action repeat counted) unless called agent steps.
 The planner is injected (``make_planner(rollout_model, rng) -> Planner``) so that models/
@@ -34,7 +38,6 @@ does not depend on planners/.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import threading
@@ -44,11 +47,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import yaml
 from rtmpc.configs import to_dict
-from rtmpc.configs.rundir import RunDir, append_csv_row, write_yaml
+from rtmpc.configs.rundir import RunDir, atomic_write_bytes, read_csv, write_csv
 from rtmpc.models.base import ModelError
 from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.commit import Manifest
 from rtmpc.models.common.curves import plot_learning_curve
 from rtmpc.models.common.episodes import collect_episode
 from rtmpc.models.runtime import load_model
@@ -95,29 +98,6 @@ def sample_batch(buffer: ReplayBuffer, model: LatentWorldModel, batch_size: int,
     return t(obs), act, t(buffer.reward[steps]), t(buffer.terminated[steps].astype(np.float32))
 
 
-def _truncate(buffer: ReplayBuffer, n: int) -> ReplayBuffer:
-    """The first n transitions of ``buffer`` (a run killed between saves)."""
-    if len(buffer) == n:
-        return buffer
-    out = ReplayBuffer(buffer.obs_dim, buffer.act_dim, capacity=max(n, 1))
-    out.add_batch(buffer.obs[:n], buffer.act[:n], buffer.reward[:n], buffer.next_obs[:n], buffer.terminated[:n],
-                  buffer.episode[:n])
-    return out
-
-
-def _keep_metrics(path, env_steps: int) -> None:
-    """Drop metrics rows written after the state being resumed (they will be written again)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    kept = [r for r in rows if int(r["env_steps"]) <= env_steps]
-    if len(kept) != len(rows):
-        path.unlink()
-        for r in kept:
-            append_csv_row(path, r)
-
-
 class Background:
     """One job at a time on a worker thread, or inline when ``enabled`` is False.
     ``start(fn, *args)`` first waits for the previous job; ``wait()`` waits for the current
@@ -148,7 +128,10 @@ class Background:
 
 
 class _Collector:
-    """The planner over the latest exported model, rebuilt on each export."""
+    """The planner over the latest exported model, rebuilt on each export. What it plans with
+    (the exported file, its random generators' states, the export's parity) is committed with
+    each step (:meth:`stage`) and restored on resume (:meth:`restore`), so that a resumed run
+    plans as the uninterrupted one did."""
 
     def __init__(self, run: RunDir, spec, learner: LatentLearner, make_planner, threads: int, parity_samples: int):
         self.run, self.spec, self.learner, self.make_planner = run, spec, learner, make_planner
@@ -157,6 +140,13 @@ class _Collector:
         self.export_s = float("nan")
         self.parity = float("nan")
         self.exports = 0
+        self._committed_exports = 0
+        self._rngs: tuple[np.random.Generator, np.random.Generator] | None = None  # the model's, the planner's
+
+    def _load(self, path, model_rng: np.random.Generator, planner_rng: np.random.Generator) -> None:
+        rollout_model = load_model(path, threads=self.threads, rng=model_rng)
+        self.planner = self.make_planner(rollout_model, planner_rng)
+        self._rngs = (model_rng, planner_rng)
 
     def export(self, buffer: ReplayBuffer, rng: np.random.Generator) -> None:
         """Export the model, check it, load it, build a planner over it."""
@@ -169,12 +159,36 @@ class _Collector:
         self.parity = check_latent_parity(model, self.run.model, buffer.obs[np.sort(pick)],
                                           gamma=self.learner.discount, n_random=2, samples=32, strict=False,
                                           rng=np.random.default_rng(rng.integers(2**32)))
-        rollout_model = load_model(self.run.model, threads=self.threads,
-                                   rng=np.random.default_rng(rng.integers(2**32)))
-        self.planner = self.make_planner(rollout_model, np.random.default_rng(rng.integers(2**32)))
+        model_rng = np.random.default_rng(rng.integers(2**32))
+        self._load(self.run.model, model_rng, np.random.default_rng(rng.integers(2**32)))
         self.planner.reset()
         self.export_s = time.perf_counter() - t0
         self.exports += 1
+
+    def stage(self, commits: Manifest, step: int) -> tuple[dict, dict]:
+        """(files, state) for the step's commit: a copy of the planner's model file when it
+        was exported since the last commit, the generators' states and the parity."""
+        if self.planner is None:
+            return {}, {}
+        files = {}
+        if self.exports != self._committed_exports:
+            files["planner_model"] = atomic_write_bytes(commits.stage("planner_model", "planner.onnx", step),
+                                                        self.run.model.read_bytes())
+            self._committed_exports = self.exports
+        model_rng, planner_rng = self._rngs
+        return files, {"planner": {"model_rng": model_rng.bit_generator.state,
+                                   "planner_rng": planner_rng.bit_generator.state, "parity": self.parity}}
+
+    def restore(self, commits: Manifest, saved: dict | None) -> None:
+        """The planner the committed step planned with, its generators where they were."""
+        path = commits.file("planner_model")
+        if path is None or not saved:
+            return
+        model_rng, planner_rng = np.random.default_rng(), np.random.default_rng()
+        model_rng.bit_generator.state = saved["model_rng"]
+        planner_rng.bit_generator.state = saved["planner_rng"]
+        self._load(path, model_rng, planner_rng)
+        self.parity = float(saved["parity"])
 
 
 def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Callable[[object, np.random.Generator],
@@ -192,25 +206,28 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
     env = make_env()
     spec = env.spec
     repeat = spec.action_repeat
-    ckpt = run.checkpoints / "latent.pt"
     seed_agent = seed_agent_steps(cfg, spec.episode_steps, repeat)
     discount = cfg.train.discount or tdmpc2_discount(spec.episode_steps)
     half = 0.5 * (np.asarray(spec.action_high) - np.asarray(spec.action_low))
 
-    state = yaml.safe_load(run.state.read_text()) if resume and run.state.exists() else None
+    commits = Manifest(run)
+    state = commits.state if resume and commits.read() is not None else None
     update_rng = np.random.default_rng((seed, 1))  # the updates' batches (they may run on another thread)
     if state is not None:
-        model, learner, extra = load_latent_learner(ckpt, cfg.train, seed)
+        model, learner, extra = load_latent_learner(commits.file("latent"), cfg.train, seed)
         if extra.get("agent_steps") != state["agent_steps"]:
-            raise ModelError(f"run {run.root} is inconsistent: state.yaml is at agent step {state['agent_steps']}, "
-                             f"the checkpoint at {extra.get('agent_steps')}; remove state.yaml to restart")
-        buffer = _truncate(ReplayBuffer.load(run.buffer), int(state["transitions"]))
+            raise ModelError(f"run {run.root} is inconsistent: its manifest is at agent step {state['agent_steps']}, "
+                             f"the checkpoint at {extra.get('agent_steps')}; start over with --overwrite")
+        buffer = ReplayBuffer.load(commits.file("buffer"))
+        if len(buffer) != int(state["transitions"]):
+            raise ModelError(f"run {run.root} is inconsistent: its manifest says {state['transitions']} transitions, "
+                             f"{commits.file('buffer').name} holds {len(buffer)}; start over with --overwrite")
         rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng"]
-        if "update_rng" in state:  # runs saved before the updates had their own generator lack it
-            update_rng.bit_generator.state = state["update_rng"]
+        rng.bit_generator.state = state.pop("rng")
+        update_rng.bit_generator.state = state.pop("update_rng")
+        planner_state = state.pop("planner", None)
         torch.set_rng_state(extra["torch_rng"])
-        _keep_metrics(run.metrics, int(state["env_steps"]))
+        history = read_csv(commits.file("metrics")) if commits.file("metrics") else []
         log.info("resuming %s after episode %d (%d env steps, %d transitions, %d updates)", run.root,
                  state["episodes"], state["env_steps"], len(buffer), learner.updates)
     else:
@@ -224,14 +241,18 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
         buffer = ReplayBuffer(spec.obs_dim, spec.act_dim, capacity=min(loop.total_steps // repeat + 1, 1 << 20))
         state = {"env_steps": 0, "agent_steps": 0, "episodes": 0, "transitions": 0, "next_eval": loop.eval_every,
                  "last_export": None, "utd_carry": 0.0, "train_returns": [], "wall_s": 0.0}
-        if run.metrics.exists():
-            run.metrics.unlink()
+        history, planner_state = [], None
+        commits.reset()
     model.eval()
     log.info("latent model: %d parameters, discount %.4f, %d seed agent steps, %d env steps in all",
              model.num_params(), discount, seed_agent, loop.total_steps)
 
     collector = _Collector(run, spec, learner, make_planner, loop.plan_threads, loop.parity_samples)
-    interval = {"updates": 0, "update_s": 0.0, "losses": {k: 0.0 for k in _LOSSES}, "t0": time.perf_counter(),
+    collector.restore(commits, planner_state)
+    # Sums since the last evaluation (its row reports their means); the counts are committed
+    # with each step, so a resumed run's row averages the same updates.
+    interval = {"updates": int(state.pop("interval_updates", 0)), "update_s": 0.0,
+                "losses": {**{k: 0.0 for k in _LOSSES}, **state.pop("interval_losses", {})}, "t0": time.perf_counter(),
                 "plan_ms": []}
     rows: list[dict] = []
     t_call = time.perf_counter()
@@ -342,17 +363,26 @@ def train_latent(run: RunDir, make_env: Callable[[], object], make_planner: Call
                          state["env_steps"], row["eval_return"], row["eval_return_std"], len(returns),
                          row["plan_ms_median"], row["plan_ms_p99"])
 
-            # Save: buffer, checkpoint, metrics, then the state that points at them
+            # Commit the episode: its files under new names, then the manifest that names them
             state["wall_s"] = wall0 + time.perf_counter() - t_call
-            buffer.save(run.buffer)
-            save_latent(model, ckpt, learner, extra={"agent_steps": state["agent_steps"],
-                                                     "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)})
+            step = int(state["episodes"])
+            files = {"buffer": buffer.save(commits.stage("buffer", "buffer.npz", step)),
+                     "latent": save_latent(model, commits.stage("latent", "checkpoints/latent.pt", step), learner,
+                                           extra={"agent_steps": state["agent_steps"],
+                                                  "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)})}
             if row is not None:
-                append_csv_row(run.metrics, row)
+                history.append(row)
+                files["metrics"] = write_csv(commits.stage("metrics", "metrics.csv", step), history)
+            planner_files, planner_state = collector.stage(commits, step)
+            commits.commit(step, {**files, **planner_files},
+                           {**state, **planner_state, "interval_updates": interval["updates"],
+                            "interval_losses": interval["losses"], "rng": rng.bit_generator.state,
+                            "update_rng": update_rng.bit_generator.state, "seed": seed},
+                           keep=("metrics", "planner_model"))
+            if row is not None:
+                write_csv(run.metrics, history)  # published for people; resume reads the committed copy
                 plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"TD-MPC latent model on {spec.name}")
                 rows.append(row)
-            write_yaml(run.state, {**state, "rng": rng.bit_generator.state,
-                                    "update_rng": update_rng.bit_generator.state, "seed": seed})
             if progress is not None:
                 progress({"episode": state["episodes"], "env_steps": state["env_steps"], "train_return": ret,
                           "updates": learner.updates, "eval": row})

@@ -12,6 +12,7 @@ from rtmpc.configs import from_dict
 from rtmpc.configs.rundir import RunDir
 from rtmpc.models import load_model
 from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.commit import committed_file
 from rtmpc.models.tdmpc.config import LatentConfig
 from rtmpc.models.tdmpc.model import load_latent
 from rtmpc.models.tdmpc.train import train_latent
@@ -50,7 +51,8 @@ def test_loop_writes_run_files(tmp_path):
     run = RunDir(tmp_path / "run")
     rows = loop(run)
     assert [r["env_steps"] for r in rows] == [2 * STEPS, 4 * STEPS]
-    for f in (run.buffer, run.metrics, run.model, run.state, run.checkpoints / "latent.pt",
+    for f in (committed_file(run, "buffer", ""), run.metrics, run.model, run.file("manifest.json"),
+              committed_file(run, "latent", ""),
               run.file("learning_curve.png")):
         assert f.exists(), f
     t = table(run)
@@ -61,7 +63,7 @@ def test_loop_writes_run_files(tmp_path):
     assert int(t[-1]["updates"]) == 20 + (4 * STEPS - 20)
     model = load_model(run.model)
     assert model.dims.kind == "latent" and model.dims.meta["task"] == "point-target"
-    assert len(ReplayBuffer.load(run.buffer)) == 4 * STEPS
+    assert len(ReplayBuffer.load(committed_file(run, "buffer", ""))) == 4 * STEPS
 
 
 def test_seeded_run_is_reproducible(tmp_path):
@@ -73,13 +75,14 @@ def test_seeded_run_is_reproducible(tmp_path):
     loop(b)
     loop(c, cfg=from_dict(LatentConfig, {**CFG_DICT, "loop": {**CFG_DICT["loop"], "overlap": False}}))
     ta = [{k: v for k, v in r.items() if k not in TIMING} for r in table(a)]
-    ma = load_latent(a.checkpoints / "latent.pt")
+    ma = load_latent(committed_file(a, "latent", ""))
     for other in (b, c):
         assert [{k: v for k, v in r.items() if k not in TIMING} for r in table(other)] == ta, other.root
-        mo = load_latent(other.checkpoints / "latent.pt")
+        mo = load_latent(committed_file(other, "latent", ""))
         for (k, v), w in zip(ma.state_dict().items(), mo.state_dict().values(), strict=True):
             assert torch.equal(v, w), (other.root, k)
-        np.testing.assert_array_equal(ReplayBuffer.load(a.buffer).act, ReplayBuffer.load(other.buffer).act)
+        np.testing.assert_array_equal(ReplayBuffer.load(committed_file(a, "buffer", "")).act,
+                                      ReplayBuffer.load(committed_file(other, "buffer", "")).act)
 
 
 def test_killed_run_resumes(tmp_path):
@@ -91,10 +94,10 @@ def test_killed_run_resumes(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         loop(run, progress=kill_after_third)
-    assert len(ReplayBuffer.load(run.buffer)) == 3 * STEPS and len(table(run)) == 1
+    assert len(ReplayBuffer.load(committed_file(run, "buffer", ""))) == 3 * STEPS and len(table(run)) == 1
     rows = loop(run, resume=True)
     assert [r["env_steps"] for r in rows] == [4 * STEPS]
-    buf = ReplayBuffer.load(run.buffer)
+    buf = ReplayBuffer.load(committed_file(run, "buffer", ""))
     assert len(buf) == 4 * STEPS and buf.num_episodes == 4
     t = table(run)
     assert [int(r["env_steps"]) for r in t] == [2 * STEPS, 4 * STEPS]

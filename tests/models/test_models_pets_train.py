@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from rtmpc.configs.rundir import RunDir
 from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.commit import committed_file
 from rtmpc.models.pets.config import EnsembleConfig, PETSLoopConfig, TrainConfig
 from rtmpc.models.pets.train import train_pets
 from rtmpc.planners import make_planner, planner_config
@@ -33,7 +34,8 @@ def test_loop_writes_run_files(tmp_path):
     run = RunDir(tmp_path / "run")
     rows = loop(run, episodes=2)
     assert [r["kind"] for r in rows] == ["random", "planner"]
-    for f in (run.buffer, run.metrics, run.model, run.state, run.checkpoints / "ensemble.pt",
+    for f in (committed_file(run, "buffer", ""), run.metrics, run.model, run.file("manifest.json"),
+              committed_file(run, "ensemble", ""),
               run.file("learning_curve.png")):
         assert f.exists(), f
     with open(run.metrics) as f:
@@ -52,10 +54,10 @@ def test_killed_run_resumes_without_losing_transitions(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         loop(run, episodes=3, progress=kill_after_second)
-    assert len(ReplayBuffer.load(run.buffer)) == 2 * STEPS
+    assert len(ReplayBuffer.load(committed_file(run, "buffer", ""))) == 2 * STEPS
     rows = loop(run, episodes=3, resume=True)
     assert [r["episode"] for r in rows] == [3]
-    buf = ReplayBuffer.load(run.buffer)
+    buf = ReplayBuffer.load(committed_file(run, "buffer", ""))
     assert len(buf) == 3 * STEPS and buf.num_episodes == 3
     with open(run.metrics) as f:
         assert [int(r["episode"]) for r in csv.DictReader(f)] == [1, 2, 3]
