@@ -38,6 +38,24 @@ def meta_value(meta: dict[str, str], key: str, parse: Callable[[str], Any], sour
         raise ModelError(f"model file {source} has a bad {key!r} in its metadata ({err})") from None
 
 
+# Upper bounds on the sizes a model file's metadata may declare: a planner allocates its
+# buffers from them, so a file saying "members: 10**9" must be refused, not obeyed. Each is
+# far above any model rtmpc trains (PETS: 5-7 members, TD-MPC: Z = 512, 5 Q heads).
+SIZE_BOUNDS = {"obs_dim": 65_536, "act_dim": 1_024, "members": 256, "particles": 65_536, "latent_dim": 65_536,
+               "num_q": 256, "n_actions": 1_000_000}
+
+
+def meta_size(meta: dict[str, str], key: str, source: str) -> int:
+    """A size from a model file's metadata, an integer in [1, SIZE_BOUNDS[key]]; otherwise a
+    one-line ModelError naming the file, the key and the bound."""
+    value = meta_value(meta, key, int, source)
+    bound = SIZE_BOUNDS[key]
+    if not 1 <= value <= bound:
+        raise ModelError(f"model file {source} declares {key} = {value}, outside 1..{bound}: it was not made by "
+                         f"rtmpc export, or is damaged")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelDims:
     """Sizes and bounds a planner needs, read from the model file.

@@ -20,7 +20,7 @@ import json
 import os
 
 import numpy as np
-from rtmpc.models.base import ModelDims, ModelError, Policy, meta_value
+from rtmpc.models.base import ModelDims, ModelError, Policy, meta_size, meta_value
 
 __all__ = ["OnnxPolicy", "load_policy", "POLICY_FORMAT", "MAX_STATE_SIZE"]
 
@@ -40,17 +40,17 @@ class OnnxPolicy(Policy):
         fmt = meta_value(meta, "format", int, source)
         if fmt != POLICY_FORMAT:
             raise ModelError(f"policy file {source} has format {fmt}; this runtime reads format {POLICY_FORMAT}")
-        o, a = meta_value(meta, "obs_dim", int, source), meta_value(meta, "act_dim", int, source)
+        o, a = meta_size(meta, "obs_dim", source), meta_size(meta, "act_dim", source)
         low = np.asarray(meta_value(meta, "action_low", json.loads, source), np.float64)
         high = np.asarray(meta_value(meta, "action_high", json.loads, source), np.float64)
         shapes = [tuple(int(d) for d in s) for s in meta_value(meta, "state_shapes", json.loads, source)]
-        if not (0 < o <= 100_000 and 0 < a <= 10_000) or low.shape != (a,) or high.shape != (a,):
+        if low.shape != (a,) or high.shape != (a,):
             raise ModelError(f"policy file {source} has impossible sizes (obs {o}, act {a}, bounds {low.shape}, "
                              f"{high.shape}): export it again")
         if sum(int(np.prod(s)) for s in shapes) > MAX_STATE_SIZE or any(d < 1 for s in shapes for d in s):
             raise ModelError(f"policy file {source} asks for a recurrent state of shapes {shapes}: at most "
                              f"{MAX_STATE_SIZE} floats, every size >= 1")
-        self.n_actions = meta_value(meta, "n_actions", int, source)
+        self.n_actions = meta_value(meta, "n_actions", int, source) and meta_size(meta, "n_actions", source)
         self.dims = ModelDims(obs_dim=o, act_dim=a, action_low=low, action_high=high, kind=meta.get("kind", ""),
                               meta=dict(meta))
         self.state_shapes = shapes

@@ -76,7 +76,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 from numba import njit
-from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_value
+from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_size, meta_value
 from rtmpc.models.pets.config import check_propagation
 from rtmpc.models.runtime import open_onnx
 
@@ -336,9 +336,9 @@ class PETSRolloutModel(RolloutModel):
         fmt = meta_value(meta, "format", int, source)
         if fmt != _FORMAT:
             raise ModelError(f"model file {source} has format {fmt}; this runtime reads format {_FORMAT}")
-        o = meta_value(meta, "obs_dim", int, source)
-        a = meta_value(meta, "act_dim", int, source)
-        e = meta_value(meta, "members", int, source)
+        o = meta_size(meta, "obs_dim", source)
+        a = meta_size(meta, "act_dim", source)
+        e = meta_size(meta, "members", source)
         low = np.asarray(meta_value(meta, "action_low", json.loads, source), np.float32).reshape(-1)
         high = np.asarray(meta_value(meta, "action_high", json.loads, source), np.float32).reshape(-1)
         learned_reward = bool(meta_value(meta, "learned_reward", json.loads, source))
@@ -347,7 +347,7 @@ class PETSRolloutModel(RolloutModel):
             raise ModelError(f"model file {source} has inconsistent metadata: obs_dim {o}, act_dim {a}, "
                              f"members {e}, action bounds {low.tolist()} / {high.tolist()}, gamma {gamma}")
         self.propagation = check_propagation(propagation or meta.get("propagation", "TSinf"))
-        p = meta_value(meta, "particles", int, source) if particles is None else int(particles)
+        p = meta_size(meta, "particles", source) if particles is None else int(particles)
         if self.propagation == "expectation":
             p = 1
         elif p < 1 or p % e:

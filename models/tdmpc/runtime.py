@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
-from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_value
+from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_size, meta_value
 
 __all__ = ["LatentRolloutModel"]
 
@@ -85,10 +85,10 @@ class LatentRolloutModel(RolloutModel):
         fmt = meta_value(meta, "format", int, source)
         if fmt != _FORMAT:
             raise ModelError(f"model file {source} has format {fmt}; this runtime reads latent format {_FORMAT}")
-        o = meta_value(meta, "obs_dim", int, source)
-        a = meta_value(meta, "act_dim", int, source)
-        z = meta_value(meta, "latent_dim", int, source)
-        q = meta_value(meta, "num_q", int, source)
+        o = meta_size(meta, "obs_dim", source)
+        a = meta_size(meta, "act_dim", source)
+        z = meta_size(meta, "latent_dim", source)
+        q = meta_size(meta, "num_q", source)
         low = np.asarray(meta_value(meta, "action_low", json.loads, source), np.float32).reshape(-1)
         high = np.asarray(meta_value(meta, "action_high", json.loads, source), np.float32).reshape(-1)
         gamma = meta_value(meta, "gamma", float, source)

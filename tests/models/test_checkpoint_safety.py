@@ -53,3 +53,46 @@ def test_an_onnx_file_with_external_data_is_refused(tmp_path):
     assert (tmp_path / "weights.bin").is_file()
     with pytest.raises(ModelError, match="external files"):
         load_model(path)
+
+
+def _with_meta(src, dst, **changes):
+    import onnx
+
+    proto = onnx.load(str(src))
+    for entry in proto.metadata_props:
+        if entry.key in changes:
+            entry.value = str(changes[entry.key])
+    onnx.save(proto, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("key,value", [("members", 10**9), ("obs_dim", 0), ("particles", 10**8), ("act_dim", -1)])
+def test_pets_metadata_sizes_are_bounded(tmp_path, key, value):
+    import numpy as np
+    from rtmpc.models.pets.config import EnsembleConfig
+    from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
+    from rtmpc.models.pets.export import export_onnx
+    from rtmpc.models.runtime import load_model
+
+    model = ProbabilisticEnsemble(2, 1, EnsembleConfig(members=2, hidden=8, layers=1), seed=0).eval()
+    good = export_onnx(model, tmp_path / "good.onnx", action_low=np.array([-1.0]), action_high=np.array([1.0]))
+    load_model(good)
+    bad = _with_meta(good, tmp_path / "bad.onnx", **{key: value})
+    with pytest.raises(ModelError, match=rf"declares {key} = {value}, outside 1\.\.\d+"):
+        load_model(bad)
+
+
+def test_latent_metadata_sizes_are_bounded(tmp_path):
+    import numpy as np
+    from rtmpc.models.runtime import load_model
+    from rtmpc.models.tdmpc.config import LatentModelConfig
+    from rtmpc.models.tdmpc.export import export_latent
+    from rtmpc.models.tdmpc.model import LatentWorldModel
+
+    cfg = LatentModelConfig(latent_dim=8, hidden=16, enc_hidden=16, num_q=2, num_bins=11)
+    model = LatentWorldModel(3, 1, cfg, np.array([-1.0]), np.array([1.0]), seed=0).eval()
+    good = export_latent(model, tmp_path / "good.onnx", gamma=0.9)
+    load_model(good)
+    for key in ("latent_dim", "num_q"):
+        with pytest.raises(ModelError, match=rf"declares {key} = 100000000, outside"):
+            load_model(_with_meta(good, tmp_path / f"{key}.onnx", **{key: 10**8}))
