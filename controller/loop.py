@@ -176,10 +176,12 @@ class ControlLoop:
         self._nan_a = np.full(A, np.nan)
         self._plan_s = self._pred = self._dis = math.nan
         self._missed = False
+        self._no_plan = False  # the plan in _plan_buf is a planner's "no plan": the safe action goes
         if ahead and warm:  # the warm-up plan, made on the slot-0 observation, acts in slot 0
             np.copyto(self._plan_buf, plan)
             self._plan_slot = 0
             self._pred, self._dis = planner.stats.predicted_return, planner.stats.disagreement
+            self._no_plan = bool(getattr(planner.stats, "no_plan", False))
         self._worker = (PlanWorker(planner, self.clock, values.size, H, A, first_action=ahead)
                         if cfg.mode == "async" else None)
 
@@ -216,7 +218,7 @@ class ControlLoop:
                 source, planned, plan_s, missed, pred, dis = SAFE, nan_a, nan, False, nan, nan
             else:
                 source = plan_step(n, k, obs.values, scheduled + budget)
-                flags = safety.filter(self._planned)
+                flags = safety.no_plan() if self._no_plan and source != SAFE else safety.filter(self._planned)
                 planned, plan_s, missed, pred, dis = (self._planned, self._plan_s, self._missed,
                                                       self._pred, self._dis)
             robot.send(safety.action)
@@ -250,7 +252,7 @@ class ControlLoop:
                 source, sent_planned, pred, dis = SAFE, nan_a, nan, nan
             elif row < H:  # row 1: the plan of the last slot (row 0: the warm-up plan, slot 0)
                 np.copyto(planned, plan_buf[row])
-                flags = safety.filter(planned)
+                flags = safety.no_plan() if self._no_plan else safety.filter(planned)
                 source = PLAN if row <= 1 else FALLBACK
                 sent_planned, pred, dis = planned, self._pred, self._dis
             else:
@@ -280,6 +282,7 @@ class ControlLoop:
         self._plan_slot = k
         stats = planner.stats
         self._pred, self._dis = stats.predicted_return, stats.disagreement
+        self._no_plan = bool(getattr(stats, "no_plan", False))
         self._plan_s = end - start
         self._missed = end > deadline
         return PLAN
@@ -293,6 +296,7 @@ class ControlLoop:
         self._plan_slot = n  # sync: counted in cycles
         stats = planner.stats
         self._pred, self._dis = stats.predicted_return, stats.disagreement
+        self._no_plan = bool(getattr(stats, "no_plan", False))
         self._plan_s = end - start
         self._missed = end > deadline
 
@@ -306,7 +310,7 @@ class ControlLoop:
             w.submit(n, k, values, first_action)
         self._plan_s = math.nan
         while self.clock.wait_for(w.ready, deadline):
-            cycle, slot = w.take(self._plan_buf, self._planned)
+            cycle, slot, self._no_plan = w.take(self._plan_buf, self._planned)
             self._plan_slot = slot
             self._pred, self._dis = w.predicted_return, w.disagreement
             if cycle == n:

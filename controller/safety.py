@@ -8,6 +8,8 @@ returns the cycle's event flags, a bit mask over :data:`KINDS`:
 * ``clipped``: the planned action left the bounds and was clipped;
 * ``rate_limited``: it changed faster than ``max_rate`` and was limited;
 * ``nonfinite_action``: it held NaN/inf: the last action sent (or the safe action) goes;
+* ``nonfinite_model``: the planner had no plan (its model predicted nothing finite, or its
+  actor returned NaN): the safe action goes;
 * ``nonfinite_obs``, ``stale_obs``: the observation held NaN/inf or was too old (the
   watchdog): the safe action (or the last action sent) goes and the planner is skipped.
 
@@ -29,13 +31,14 @@ from rtmpc.controller.config import SafetyConfig
 from rtmpc.controller.kernels import all_finite, filter_action, warm_up
 
 __all__ = ["SafetyFilter", "KINDS", "CLIPPED", "RATE_LIMITED", "NONFINITE_ACTION",
-           "NONFINITE_OBS", "STALE_OBS", "kinds_of"]
+           "NONFINITE_OBS", "STALE_OBS", "NONFINITE_MODEL", "kinds_of"]
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("clipped", "rate_limited", "nonfinite_action", "nonfinite_obs", "stale_obs")
-CLIPPED, RATE_LIMITED, NONFINITE_ACTION, NONFINITE_OBS, STALE_OBS = (1 << i for i in range(len(KINDS)))
-_LOUD = NONFINITE_ACTION | NONFINITE_OBS | STALE_OBS
+KINDS = ("clipped", "rate_limited", "nonfinite_action", "nonfinite_obs", "stale_obs", "nonfinite_model")
+CLIPPED, RATE_LIMITED, NONFINITE_ACTION, NONFINITE_OBS, STALE_OBS, NONFINITE_MODEL = (
+    1 << i for i in range(len(KINDS)))
+_LOUD = NONFINITE_ACTION | NONFINITE_OBS | STALE_OBS | NONFINITE_MODEL
 
 
 def kinds_of(flags: int) -> list[str]:
@@ -121,9 +124,18 @@ class SafetyFilter:
         return flags
 
     def filter(self, planned: np.ndarray) -> int:
-        """Write the action to send for ``planned`` (A,) into :attr:`action`; returns flags."""
+        """Write the action to send for ``planned`` (A,) into :attr:`action`; returns flags.
+        """
         return self._done(filter_action(planned, self.low, self.high, self.max_step,
                                         self._on_nonfinite, self.last, self.action))
+
+    def no_plan(self) -> int:
+        """The planner had no plan (``PlanStats.no_plan``: its model predicted nothing finite
+        for this observation, or its actor returned NaN): write the safe action into
+        :attr:`action`; returns NONFINITE_MODEL."""
+        np.copyto(self.action, self.safe_action)
+        np.copyto(self.last, self.safe_action)
+        return self._done(NONFINITE_MODEL)
 
     def substitute(self, flags: int) -> int:
         """Unusable observation (``flags`` from :meth:`observe`): write the safe action (or

@@ -54,6 +54,7 @@ class PlanWorker:
         self.plan_s = math.nan
         self.predicted_return = math.nan
         self.disagreement = math.nan
+        self.no_plan = False  # the published plan is a planner's "no plan" (NaN; safe action)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="rtmpc-planner", daemon=True)
         self._thread.start()
@@ -71,9 +72,9 @@ class PlanWorker:
             self.busy = True
         self._go.set()
 
-    def take(self, plan_out: np.ndarray, action_out: np.ndarray) -> tuple[int, int]:
+    def take(self, plan_out: np.ndarray, action_out: np.ndarray) -> tuple[int, int, bool]:
         """Copy the published result into ``plan_out`` (H, A) and ``action_out`` (A,), mark
-        it taken; returns its (cycle, slot). Raises PlannerFailed if the plan raised."""
+        it taken; returns its (cycle, slot, no_plan). Raises PlannerFailed if the plan raised."""
         with self._lock:
             self.ready.clear()
             if self.error is not None:
@@ -81,7 +82,7 @@ class PlanWorker:
                     from self.error
             np.copyto(plan_out, self.plan)
             np.copyto(action_out, self.action)
-            return self.cycle, self.slot
+            return self.cycle, self.slot, self.no_plan
 
     def close(self, timeout_s: float) -> bool:
         """Stop the thread; False if a plan still runs after ``timeout_s``."""
@@ -115,6 +116,7 @@ class PlanWorker:
                     np.copyto(self.plan, plan)
                     self.predicted_return = stats.predicted_return
                     self.disagreement = stats.disagreement
+                    self.no_plan = bool(getattr(stats, "no_plan", False))
             except BaseException as err:  # handed to the loop thread, which raises it
                 t1 = clock.now()
                 error = err

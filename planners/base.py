@@ -126,6 +126,7 @@ class PlanStats:
     disagreement: float = float("nan")  # summed disagreement of the chosen sequence, if any
     nonfinite: int = 0  # rollouts scored -inf in the last plan
     nonfinite_total: int = 0  # since construction
+    no_plan: bool = False  # the last plan found no finite prediction: its action and plan are NaN
 
 
 class Planner(abc.ABC):

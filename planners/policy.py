@@ -37,9 +37,11 @@ class PolicyRunner(Planner):
             plan[0] = plan[1]
         else:
             np.clip(first_action, self._low, self._high, out=plan[0])
-        if not np.all(np.isfinite(plan[1])):
+        self.stats.no_plan = not np.all(np.isfinite(action))  # a broken actor: the controller sends the safe action
+        if self.stats.no_plan:
             self.stats.nonfinite += 1
             self.stats.nonfinite_total += 1
+            plan[1:] = np.nan
         return plan[1].copy()
 
     def planned_actions(self) -> np.ndarray:

@@ -12,7 +12,9 @@ shape H x A, and refines it for ``iterations`` rounds per plan. Each round:
    (:class:`planners.cem.CEM`: uniform; :class:`planners.mppi.MPPI`: exponential).
 
 ``plan`` returns row 0 of the final mean (not the best single sample: the mean
-averages out the luck of one draw); the mean, shifted by one step, warm-starts the next
+averages out the luck of one draw), or NaN (A,) when no rollout of the plan had a finite
+score (the model is broken for this observation: the controller sends the safe action);
+the mean, shifted by one step, warm-starts the next
 plan. ``plan(obs, first_action)`` fixes row 0 of every sampled sequence (and of the
 mean) to ``first_action``, the action already committed for the current period, and
 returns row 1, the action for the next one (delay compensation for a controller that
@@ -126,6 +128,7 @@ class TrajectoryPlanner(Planner):
         self._first32 = np.zeros(A, dtype=np.float32)
         self._first_weight = 0.0  # 1.0 once an action was returned (smoothness at t = 0)
         self._has_plan = False
+        self._failed = False  # the last plan found no finite rollout
         self._best = 0
 
         self._compile()
@@ -163,6 +166,15 @@ class TrajectoryPlanner(Planner):
             n = self._weigh_elites()
             kernels.refit_gaussian(self._actions, self._idx, self._n_elite, self._weights, n,
                                    self._alpha, self._std_min, self._std_init, self._mean, self._std)
+        if nonfinite == self._shape[0] * self._iterations:
+            # The model predicted nothing finite for this observation: no plan. The warm start
+            # is dropped, and the action and the plan are NaN, which the controller's safety
+            # filter answers with the safe action (a nonfinite_model event).
+            self._record(nonfinite, dis)
+            self.reset()
+            self._failed = self.stats.no_plan = True
+            return np.full(self._shape[2], np.nan)
+        self._failed = self.stats.no_plan = False
         self._has_plan = True
         if fixed:
             self._mean[0] = self._first
@@ -176,7 +188,10 @@ class TrajectoryPlanner(Planner):
         """A copy of the current plan (H, A): row 0 is the action last returned, row 1 the
         fallback for the next cycle (after ``plan(obs, first_action)``: row 0 is
         ``first_action``, row 1 the action returned). Before the first plan (or after
-        reset): the middle of the bounds."""
+        reset): the middle of the bounds. After a plan whose rollouts were all non-finite:
+        NaN."""
+        if self._failed:
+            return np.full_like(self._mean, np.nan)
         return self._mean.copy()
 
     def reset(self) -> None:

@@ -121,15 +121,22 @@ def test_nan_rollouts_never_win_and_are_counted(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_all_nan_keeps_the_distribution_and_returns_a_bounded_action(kind):
+def test_all_nan_is_no_plan_and_the_next_good_plan_recovers(kind):
+    """A model that predicts nothing finite gives no plan: a NaN action and plan (the
+    controller sends the safe action, a nonfinite_model event), not the stale warm start."""
     model = scalar_system()
-    model.rollout = lambda obs, actions: np.full(actions.shape[0], np.nan)
+    good = model.rollout
     planner = make_planner(planner_config(kind=kind, horizon=3, samples=50, elites=5, iterations=2),
                            model, rng=0)
+    planner.plan(np.array([1.0]))
+    model.rollout = lambda obs, actions: np.full(actions.shape[0], np.nan)
     action = planner.plan(np.array([1.0]))
-    np.testing.assert_array_equal(action, [0.0])
-    assert planner.stats.nonfinite == 100
+    assert np.isnan(action).all() and np.isnan(planner.planned_actions()).all()
+    assert planner.stats.no_plan and planner.stats.nonfinite == 100
     assert planner.stats.predicted_return == -np.inf
+    model.rollout = good
+    action = planner.plan(np.array([1.0]))
+    assert np.isfinite(action).all() and not planner.stats.no_plan and -1.0 <= action[0] <= 1.0
 
 
 # ------------------------------------------------------------------ penalties and prior
