@@ -244,6 +244,19 @@ class RobotServer:
                 if state == DONE and now - done_at >= linger:
                     break
                 k += 1
+            if state == RUNNING:  # stopped mid-episode: leave the robot in the safe action
+                robot.send(self.safe_action)
+        except BaseException as err:
+            # Whatever failed (the robot, the transport, a bug), the robot gets the safe action
+            # before the server exits; then the error goes on.
+            try:
+                robot.send(self.safe_action)
+                logger.error("episode %d: %s: %s; applied the safe action %s before exiting", episode,
+                             type(err).__name__, err, self.safe_action.tolist())
+            except BaseException as send_err:  # noqa: BLE001 - the original error matters more
+                logger.error("episode %d: %s: %s; could not apply the safe action either (%s: %s)", episode,
+                             type(err).__name__, err, type(send_err).__name__, send_err)
+            raise
         finally:
             robot.close()
             self.returns.append(ret)

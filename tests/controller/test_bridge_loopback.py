@@ -16,7 +16,7 @@ from bridge_fakes import ConstantPlanner, ToyRobot, endpoint, free_port, wait_un
 pytest.importorskip("zenoh")
 
 from rtmpc.configs import ConfigError  # noqa: E402
-from rtmpc.controller import ControlLoop, LoopConfig, SafetyConfig, SafetyFilter  # noqa: E402
+from rtmpc.controller import ControlLoop, LoopConfig, Observation, SafetyConfig, SafetyFilter  # noqa: E402
 from rtmpc.controller.bridge import (  # noqa: E402
     BridgeConfig,
     BridgeError,
@@ -271,3 +271,48 @@ def test_a_robot_of_another_size_is_a_clear_error():
 def test_endpoints_are_validated(bad):
     with pytest.raises(ConfigError, match="is not an endpoint"):
         BridgeConfig(endpoint=bad)
+
+
+class _FailingRobot(ToyRobot):
+    """A toy robot whose reading fails after ``fail_after`` applied commands."""
+
+    def __init__(self, fail_after: int):
+        super().__init__()
+        self.fail_after = fail_after
+
+    def read(self) -> Observation:
+        if len(self.applied) >= self.fail_after:
+            raise RuntimeError("encoder bus fault (injected)")
+        return super().read()
+
+
+def test_the_server_applies_the_safe_action_before_it_exits_on_an_error():
+    port = free_port()
+    made = []
+
+    def make(ep):
+        made.append(_FailingRobot(fail_after=15))
+        return made[-1]
+
+    server = RobotServer(make, 2, 1, PERIOD, np.array([-0.75]), ServerConfig(endpoint=endpoint(port)))
+    errors = []
+
+    def serve():
+        try:
+            server.run(duration_s=30)
+        except RuntimeError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with bridge(port) as robot:
+            robot.read()
+            while thread.is_alive() and len(made[0].applied) < 15:
+                robot.send(np.array([0.5]))
+                time.sleep(PERIOD / 2)
+        thread.join(5)
+    finally:
+        server.close()
+    assert errors and "encoder bus fault" in str(errors[0])
+    assert made[0].applied[:14].count(0.5) >= 1 and made[0].applied[-1] == -0.75
