@@ -4,6 +4,12 @@ Runs the loop against a wall-clock MuJoCo robot (physics in its own thread, in r
 with a planner over an exported model, for ``--cycles`` cycles per loop mode (the task's
 episode is stretched so it does not end first), and prints one row per mode plus a JSON
 line. Run nothing else on the machine meanwhile: it measures the machine as much as the code.
+
+``--soak``: one long run (async unless --mode says otherwise) with the process's resident
+memory, threads and open files sampled every 5 s by a side thread
+(:mod:`rtmpc.controller.soak`); prints them at every 10,000 cycles, the memory growth per
+hour (a least-squares fit after the first minute) and the misses. The loop keeps the garbage
+collector off only inside its hot loop (``ControlLoop.run``), as in deployment.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 
 from . import flags
 
+SOAK_SAMPLE_S = 5.0  # --soak: seconds between resource samples
 COLUMNS = [("mode", "{:>6s}"), ("rate_hz", "{:8.2f}"), ("cycles", "{:7d}"), ("misses", "{:6d}"),
            ("miss_rate", "{:9.4f}"), ("plan_ms_p50", "{:8.2f}"), ("plan_ms_p99", "{:8.2f}"),
            ("jitter_ms_p50", "{:9.3f}"), ("jitter_ms_p99", "{:9.3f}"), ("jitter_ms_max", "{:9.3f}"),
@@ -29,6 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cycles", type=flags.count(1, 10**9), default=2000, help="cycles per mode")
     p.add_argument("--mode", choices=("async", "sync", "both"), default="both", help="loop mode(s) to measure")
     p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--soak", action="store_true",
+                   help="one long run (e.g. --cycles 360000 at 100 Hz: an hour) sampling memory, threads and open "
+                        "files every 10,000 cycles")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
 
@@ -40,6 +50,8 @@ def run(args) -> int:
 
     model = Path(args.model)
     config = config_or_runs(args.config, model.parent)
+    if args.soak:
+        return _soak(args, model, config)
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
     rows = []
     for mode in modes:
@@ -66,4 +78,37 @@ def run(args) -> int:
         if len(rows) == 1:  # the plain keys rtmpc control --json has, for one mode
             out.update({k: out[f"{rows[0]['mode']}_{k}"] for k, _ in COLUMNS[1:]})
         print(json.dumps(out))
+    return 0
+
+
+def _soak(args, model, config) -> int:
+    from rtmpc.controller.soak import ResourceSampler, growth_per_hour
+
+    from .control import control_config, run_episodes
+
+    mode = "async" if args.mode == "both" else args.mode
+    cfg = control_config(config, [*args.overrides, f"loop.mode={mode}"], None)
+    with ResourceSampler(SOAK_SAMPLE_S) as sampler:
+        r = run_episodes(model, args.task, cfg, realtime=True, rate_hz=args.rate, cycles=args.cycles,
+                         threads=args.threads, stretch_episode=True)
+    rate, every = r["rate_hz_target"], 10_000
+    # the samples nearest each 10,000 cycles (the sampler wakes every SOAK_SAMPLE_S seconds), and the last
+    marks = sorted({min(range(len(sampler.samples)), key=lambda i: abs(sampler.samples[i]["t_s"] * rate - c))
+                    for c in range(0, int(sampler.samples[-1]["t_s"] * rate) + 1, every)} | {len(sampler.samples) - 1})
+    s = [sampler.samples[i] for i in marks]
+    growth = growth_per_hour(sampler.samples, skip_s=min(60.0, sampler.samples[-1]["t_s"] / 4))
+    print(f"soak: {r['task']}, {mode}, {r['cycles']} cycles at {r['rate_hz']:.2f} Hz (target "
+          f"{r['rate_hz_target']:.1f}), ORT threads {args.threads}, {os.cpu_count()} cores")
+    print(f"{'cycles':>9s} {'t_s':>9s} {'rss_mib':>9s} {'threads':>8s} {'native':>7s} {'files':>6s}")
+    for x in s:
+        print(f"{int(round(x['t_s'] * rate)):9d} {x['t_s']:9.1f} {x['rss_mib']:9.2f} {x['threads']:8d} "
+              f"{x['native_threads']:7d} {x['open_files']:6d}")
+    print(f"memory growth {growth:+.2f} MiB/hour (fit after the first minute); misses {r['misses']} of "
+          f"{r['cycles']} ({r['misses'] / max(r['cycles'], 1):.4%}); plan p99 {r['plan_ms_p99']:.2f} ms; "
+          f"jitter p99 {r['jitter_ms_p99']:.3f} ms")
+    if args.json:
+        print(json.dumps({"soak": True, "mode": mode, "task": r["task"], "cycles": r["cycles"],
+                          "rate_hz": r["rate_hz"], "rate_hz_target": r["rate_hz_target"], "misses": r["misses"],
+                          "rss_growth_mib_per_hour": None if math.isnan(growth) else round(growth, 3),
+                          "threads_ort": args.threads, "samples": s}))
     return 0

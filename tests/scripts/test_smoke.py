@@ -87,6 +87,17 @@ def test_bench_loop_reports_both_modes(run_dir):
             assert f"{mode}_{key}" in out
 
 
+def test_bench_loop_soak_samples_memory_threads_and_files(run_dir):
+    res = rtmpc("bench", "loop", "--model", str(run_dir / "model.onnx"), "--cycles", "60", "--soak", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["soak"] and out["mode"] == "async" and out["cycles"] == 60 and "memory growth" in res.stdout
+    first, last = out["samples"][0], out["samples"][-1]
+    assert len(out["samples"]) >= 2 and last["t_s"] > first["t_s"] >= 0
+    for s in out["samples"]:
+        assert s["rss_mib"] > 10 and s["threads"] >= 1 and s["native_threads"] >= s["threads"] and s["open_files"] > 2
+
+
 def test_bench_ops_profiles_the_exported_graph(run_dir):
     # the tiny run: 2 members of 2 x 16 SiLU units, so 2 x (2 + 1) Gemms and 2 x 2 SiLU passes
     res = rtmpc("bench", "ops", "--model", str(run_dir / "model.onnx"), "--rows", "32", "--calls", "3", "--json")
