@@ -32,6 +32,13 @@ class LoopConfig(Config):
                                 "plan time). Measured, cartpole at 12.5 Hz, wall clock: next "
                                 "766 +- 15, now 667 +- 195 (docs/pets.md)",
                          choices=("now", "next"))
+    servo_hz: float | None = param(None, "servo rate in Hz (controller.servo): send the newest plan's action "
+                                         "at this rate, read by time, while the planner replans at the "
+                                         "model's step in its own thread; a whole multiple of the planning "
+                                         "rate; null = one rate (plan and send every period)",
+                                   gt=0.0, le=MAX_RATE_HZ)
+    interpolation: str = param("zoh", "servo loop: zoh = hold each plan row for its model step; linear = "
+                                      "the line between rows", choices=("zoh", "linear"))
     max_cycles: int = param(0, "stop after this many cycles (0 = until the robot says done "
                                "or a stop signal)", ge=0)
     telemetry_size: int = param(100_000, "rows of the per-cycle telemetry ring; older rows are "

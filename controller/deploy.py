@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from rtmpc.controller.base import MonotonicClock, Robot
-from rtmpc.controller.clocks import FastForwardClock
+from rtmpc.controller.clocks import FastForwardClock, VirtualClock
 from rtmpc.controller.config import LoopConfig, LoopTiming, SafetyConfig
 from rtmpc.controller.loop import ControlLoop
 from rtmpc.controller.safety import SafetyFilter
@@ -41,18 +41,30 @@ def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: n
     """One episode of ``planner`` on ``robot``; returns (the loop's summary, the telemetry records).
 
     action_low/high (A,): the robot's bounds (the safety filter's); timing: the one resolved
-    rate (:meth:`LoopTiming.resolve`); realtime: wall-clock time (the loop's mode), else
-    lockstep: planned inline on a clock that skips idle time, so the action used is always
-    the plan's and a plan that would have been late in real time still counts as a miss;
+    planning rate (:meth:`LoopTiming.resolve`); with ``loop.servo_hz`` the servo sends at that
+    rate and the planner plans at ``timing``'s (:class:`~rtmpc.controller.servo.ServoLoop`);
+    realtime: wall-clock time (the loop's mode), else lockstep: planned inline on a clock that
+    skips idle time, so the action used is always the plan's and a plan that would have been
+    late in real time still counts as a miss (servo: on a virtual clock, every plan on time);
     run_dir: where telemetry and ``telemetry.png`` go (None: nothing written). The robot is
     closed at the end, whatever happens.
     """
     from rtmpc.controller.plot import plot_episode
 
-    guard = SafetyFilter(action_low, action_high, timing.period_s, safety, safe_action=safe_action)
-    clock = MonotonicClock() if realtime else FastForwardClock()
-    loop_cfg = loop if realtime else loop.replace(mode="sync")
-    control = ControlLoop(robot, planner, guard, loop_cfg, clock=clock, timing=timing, run_dir=run_dir)
+    if loop.servo_hz:
+        from rtmpc.controller.servo import ServoLoop
+
+        # two rates: the servo ticks at loop.servo_hz (its deadline, the filter's rate limit and
+        # watchdog), the planner steps at the planning rate ``timing``; lockstep: a virtual clock
+        servo = LoopTiming.resolve(loop, rate_hz=loop.servo_hz)
+        guard = SafetyFilter(action_low, action_high, servo.period_s, safety, safe_action=safe_action)
+        control = ServoLoop(robot, planner, guard, loop, model_period_s=timing.period_s, timing=servo,
+                            clock=MonotonicClock() if realtime else VirtualClock(), run_dir=run_dir)
+    else:
+        guard = SafetyFilter(action_low, action_high, timing.period_s, safety, safe_action=safe_action)
+        clock = MonotonicClock() if realtime else FastForwardClock()
+        loop_cfg = loop if realtime else loop.replace(mode="sync")
+        control = ControlLoop(robot, planner, guard, loop_cfg, clock=clock, timing=timing, run_dir=run_dir)
     try:
         summary = control.run(max_cycles=max_cycles)
     finally:
@@ -71,7 +83,9 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
             summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary over episodes: episodes, return_mean/std, returns, cycles, misses, rate_hz
     (achieved, mean over episodes), safety_events and safety_by_kind, fallbacks, stop_reason,
-    and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every cycle."""
+    and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every cycle; with a servo
+    (two rates): servo_hz, model_hz, replans, replan_hz, plans_late, plan_starved and
+    plan_age_ms_p50 / p99."""
     merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
     total = summarize(merged)
     result = {"episodes": len(returns), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
@@ -82,4 +96,12 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):
             result[f"{k}_{q}"] = total[f"{k}_{q}"]
+    if "servo_hz" in summaries[0]:  # the two-rate loop's own statistics
+        for k in ("servo_hz", "model_hz", "interpolation", "servo_ticks_per_step"):
+            result[k] = summaries[0][k]
+        for k in ("replans", "plans_late", "plan_starved"):
+            result[k] = int(sum(s[k] for s in summaries))
+        for k in ("replan_hz", "plan_age_ms_p50"):
+            result[k] = float(np.mean([s[k] for s in summaries]))
+        result["plan_age_ms_p99"] = float(max(s["plan_age_ms_p99"] for s in summaries))
     return result

@@ -134,11 +134,17 @@ class ControlLoop:
             safety.reset(t0)
             logger.info("control loop: %.4g Hz, %s, commit %s, plan budget %.3g ms, %d-step plans",
                         self.timing.rate_hz, cfg.mode, cfg.commit, 1e3 * self.timing.budget_s, self._H)
-            cycles = self._cycles_next if cfg.commit == "next" else self._cycles
-            reason = cycles(t0, limit if limit > 0 else -1)
+            reason = self._select_cycles()(t0, limit if limit > 0 else -1)
         finally:
             self._finish(reason, restore)
         return self.summary
+
+    def _select_cycles(self):
+        """The cycle loop this run uses (the servo loop has its own)."""
+        return self._cycles_next if self.config.commit == "next" else self._cycles
+
+    def _summarize(self, summary: dict[str, Any]) -> None:
+        """Add a loop's own statistics to the summary (the servo loop's rates)."""
 
     def _setup(self, obs0) -> None:
         """Allocate everything the cycles use (off the clock): telemetry, buffers, worker."""
@@ -380,6 +386,7 @@ class ControlLoop:
         summary = self.telemetry.summary()
         summary.update(stop_reason=reason, mode=self.config.mode, commit=self.config.commit,
                        period_s=self.timing.period_s, budget_s=self.timing.budget_s)
+        self._summarize(summary)
         self.summary = summary
         if self.run_dir is not None:
             path = self.telemetry.save(self.run_dir, summary)

@@ -10,6 +10,8 @@ returns the cycle's event flags, a bit mask over :data:`KINDS`:
 * ``nonfinite_action``: it held NaN/inf: the last action sent (or the safe action) goes;
 * ``nonfinite_model``: the planner had no plan (its model predicted nothing finite, or its
   actor returned NaN): the safe action goes;
+* ``plan_starved``: (servo loop) the plan in use ran out before a newer one came: the safe
+  action goes;
 * ``nonfinite_obs``, ``stale_obs``: the observation held NaN/inf or was too old (the
   watchdog): the safe action (or the last action sent) goes and the planner is skipped.
 
@@ -31,14 +33,15 @@ from rtmpc.controller.config import SafetyConfig
 from rtmpc.controller.kernels import all_finite, filter_action, warm_up
 
 __all__ = ["SafetyFilter", "KINDS", "CLIPPED", "RATE_LIMITED", "NONFINITE_ACTION",
-           "NONFINITE_OBS", "STALE_OBS", "NONFINITE_MODEL", "kinds_of"]
+           "NONFINITE_OBS", "STALE_OBS", "NONFINITE_MODEL", "PLAN_STARVED", "kinds_of"]
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("clipped", "rate_limited", "nonfinite_action", "nonfinite_obs", "stale_obs", "nonfinite_model")
-CLIPPED, RATE_LIMITED, NONFINITE_ACTION, NONFINITE_OBS, STALE_OBS, NONFINITE_MODEL = (
+KINDS = ("clipped", "rate_limited", "nonfinite_action", "nonfinite_obs", "stale_obs", "nonfinite_model",
+         "plan_starved")
+CLIPPED, RATE_LIMITED, NONFINITE_ACTION, NONFINITE_OBS, STALE_OBS, NONFINITE_MODEL, PLAN_STARVED = (
     1 << i for i in range(len(KINDS)))
-_LOUD = NONFINITE_ACTION | NONFINITE_OBS | STALE_OBS | NONFINITE_MODEL
+_LOUD = NONFINITE_ACTION | NONFINITE_OBS | STALE_OBS | NONFINITE_MODEL | PLAN_STARVED
 
 
 def kinds_of(flags: int) -> list[str]:
@@ -136,6 +139,13 @@ class SafetyFilter:
         np.copyto(self.action, self.safe_action)
         np.copyto(self.last, self.safe_action)
         return self._done(NONFINITE_MODEL)
+
+    def starved(self) -> int:
+        """The plan in use has run out and no newer one came (a servo loop whose planner fell
+        behind): write the safe action into :attr:`action`; returns PLAN_STARVED."""
+        np.copyto(self.action, self.safe_action)
+        np.copyto(self.last, self.safe_action)
+        return self._done(PLAN_STARVED)
 
     def substitute(self, flags: int) -> int:
         """Unusable observation (``flags`` from :meth:`observe`): write the safe action (or

@@ -41,7 +41,12 @@ def add_arguments(p) -> None:
                                     "default: config.yaml beside the model, if there is one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set planner.samples=100")
-    p.add_argument("--rate", type=flags.rate(), help="control rate in Hz (default: the model's step rate)")
+    p.add_argument("--rate", type=flags.rate(), help="control rate in Hz (default: the model's step rate); with "
+                                                    "--servo, the planning rate")
+    p.add_argument("--servo", type=flags.rate(), help="servo rate in Hz: send the newest plan's action at this "
+                                                     "rate, read by time, while the planner replans at the model's "
+                                                     "step (default: the config's loop.servo_hz; --set "
+                                                     "loop.servo_hz=null for one rate)")
     p.add_argument("--episodes", type=flags.count(1, 100_000), default=1, help="episodes to run")
     p.add_argument("--cycles", type=flags.count(0, 10**9), default=0,
                    help="cycles per episode (default: the task's episode)")
@@ -77,6 +82,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
     an in-process SimRobot; the local task only gives the sizes and the bounds.
     """
+    from rtmpc.configs import ConfigError
     from rtmpc.controller import LoopTiming, deploy
     from rtmpc.models.base import ModelError, Policy
     from rtmpc.models.runtime import load_model
@@ -105,12 +111,24 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     _check_task(model_path, model.dims, trained_on, model_spec)
     # The one resolution of the rate: --rate, else the file's loop.rate_hz, else the model's step rate.
     timing = LoopTiming.resolve(cfg.loop, 1.0 / model_spec.control_period, rate_hz=rate_hz)
+    # a cycle is a servo tick with loop.servo_hz (the planner steps at ``timing``), else a plan period
+    tick_s = 1.0 / cfg.loop.servo_hz if cfg.loop.servo_hz else timing.period_s
     if stretch_episode and cycles:
         period = model_spec.control_period
-        task_cfg = task_cfg.replace(episode_steps=int(math.ceil(cycles * timing.period_s / period)) + 2)
-    # A config's episode_steps counts model steps; the wall-clock robot steps each physics control step.
-    robot_task = task_cfg.replace(action_repeat=1 if realtime else repeat,
-                                  episode_steps=task_cfg.episode_steps * (repeat if realtime else 1))
+        task_cfg = task_cfg.replace(episode_steps=int(math.ceil(cycles * tick_s / period)) + 2)
+    # A config's episode_steps counts model steps; the wall-clock robot steps each physics control step,
+    # and so does a lockstep robot under a servo (some physics steps per tick).
+    physics_s = model_spec.control_period / repeat
+    per_send = repeat
+    if cfg.loop.servo_hz:
+        per_send = tick_s / physics_s
+        if abs(per_send - round(per_send)) > 1e-6 * per_send or round(per_send) < 1:
+            raise ConfigError(f"loop.servo_hz = {cfg.loop.servo_hz:g}: the servo period must be a whole number of "
+                              f"the task's physics steps ({physics_s * 1e3:g} ms)")
+        per_send = int(round(per_send))
+    stepwise = realtime or bool(cfg.loop.servo_hz)
+    robot_task = task_cfg.replace(action_repeat=1 if stepwise else repeat,
+                                  episode_steps=task_cfg.episode_steps * (repeat if stepwise else 1))
     for ep in range(episodes):
         env = sim.make(robot_task, seed=seed + ep)
         spec = env.spec
@@ -119,13 +137,14 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
                 cfg.safety.replace(stale_from="stamp")
         else:
             robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
+                                             steps_per_send=1 if realtime or not cfg.loop.servo_hz else per_send,
                                              record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0), cfg.safety
         planner = make_planner(cfg.planner, model, rng=seed + ep)
         max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period
-                                                                     * timing.rate_hz))
+                                                                     / tick_s))
         if robot_endpoint and not (cycles or cfg.loop.max_cycles):
             # the robot's episode starts at its first command: let its end stop us
-            max_cycles += int(math.ceil(timing.rate_hz))
+            max_cycles += int(math.ceil(1.0 / tick_s))
         summary, rec = deploy.run_episode(
             robot, planner, action_low=spec.action_low, action_high=spec.action_high, safe_action=spec.safe_action,
             timing=timing, max_cycles=max_cycles, loop=cfg.loop, safety=safety_cfg, realtime=realtime,
@@ -147,7 +166,8 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             break
     result = {**deploy.combine(returns, records, summaries), "task": task, "planner": planner_name,
               "mode": "bridge" if robot_endpoint else "realtime" if realtime else "lockstep",
-              "loop_mode": cfg.loop.mode if realtime else "sync", "commit": cfg.loop.commit,
+              "loop_mode": ("servo" if cfg.loop.servo_hz else cfg.loop.mode if realtime else "sync"),
+              "commit": cfg.loop.commit,
               "rate_hz_target": timing.rate_hz, "budget_ms": 1e3 * timing.budget_s, "threads_ort": threads}
     if robot_endpoint:
         result["bridge"] = bridge
@@ -181,8 +201,12 @@ def print_summary(r: dict) -> None:
     print(f"{r['task']} | {r['planner']} | {r['mode']} | commit {r['commit']} | {r['episodes']} episode(s)")
     each = ", ".join(f"{x:.1f}" for x in r["returns"])
     print(f"  return        {r['return_mean']:.1f} +- {r['return_std']:.1f}   ({each})")
-    print(f"  rate          {r['rate_hz']:.2f} Hz achieved (target {r['rate_hz_target']:.2f} Hz), "
-          f"{r['cycles']} cycles")
+    target = r.get("servo_hz") or r["rate_hz_target"]
+    print(f"  rate          {r['rate_hz']:.2f} Hz achieved (target {target:.2f} Hz), {r['cycles']} cycles")
+    if "servo_hz" in r:
+        print(f"  servo         {r['servo_hz']:g} Hz ({r['interpolation']}), {r['misses']} ticks missed; planner at "
+              f"{r['model_hz']:g} Hz: {r['replan_hz']:.2f} replans/s, {r['plans_late']} late, {r['plan_starved']} "
+              f"starved ticks, plan age p50 {r['plan_age_ms_p50']:.1f}  p99 {r['plan_age_ms_p99']:.1f} ms")
     print(f"  deadlines     {r['misses']} missed, {r['fallbacks']} fallback actions sent")
     print(f"  plan time     p50 {r['plan_ms_p50']:.2f}  p99 {r['plan_ms_p99']:.2f}  max {r['plan_ms_max']:.2f} ms")
     print(f"  wake jitter   p50 {r['jitter_ms_p50']:.3f}  p99 {r['jitter_ms_p99']:.3f}  "
@@ -203,6 +227,8 @@ def run(args) -> int:
     cfg = control_config(config, args.overrides, args.planner)
     if args.commit:
         cfg = cfg.replace(loop=cfg.loop.replace(commit=args.commit))
+    if args.servo is not None:
+        cfg = cfg.replace(loop=cfg.loop.replace(servo_hz=args.servo))
     out = Path(args.out) if args.out else model_path.parent / "control"
     result = run_episodes(model_path, args.task, cfg, episodes=args.episodes, rate_hz=args.rate,
                           realtime=args.realtime, cycles=args.cycles, threads=args.threads, seed=args.seed,

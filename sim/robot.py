@@ -5,7 +5,9 @@ time an action is sent; for evaluation, independent of how long planning takes.
 
 ``wallclock``: a thread advances the physics in real time, one env step per
 ``env.spec.control_period`` seconds of the monotonic clock, applying whatever action was
-sent last, as a real robot would: a late action has real consequences.
+sent last, as a real robot would: a late action has real consequences. The physics starts
+at the first command (as a robot that waits for its controller), so the controller's
+set-up and warm-up plans cost the episode nothing.
 
 Observation stamps are in seconds: simulated time in lockstep, the monotonic clock in
 wall-clock mode. SimRobot knows nothing of the controller (it only has the same methods).
@@ -58,14 +60,12 @@ class SimRobot:
         self.steps = 0
         self._done = False
         self.actions_received = 0
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # wall clock: the physics, from the first command
+        self._stamp_wall = clock()
         self._stop = threading.Event()
         # Physics states kept for a video rendered after the run (rendering is too slow for the loop).
         self._record_steps = max(1, int(round(record_every_s / env.spec.control_period))) if record_every_s else 0
         self.states: list[np.ndarray] = [env.get_state()] if record_every_s else []
-        if mode == "wallclock":
-            self._thread = threading.Thread(target=self._run, name="sim-robot", daemon=True)
-            self._thread.start()
 
     # ---------------------------------------------------------------- Robot protocol
     def read(self) -> RobotReading:
@@ -80,6 +80,10 @@ class SimRobot:
         with self._lock:
             self._action = a.copy()
             self.actions_received += 1
+        if self.mode == "wallclock" and self._thread is None:  # the episode starts at the first command
+            self._stamp_wall = self._clock()
+            self._thread = threading.Thread(target=self._run, name="sim-robot", daemon=True)
+            self._thread.start()
         if self.mode == "lockstep":
             for _ in range(self.steps_per_send):
                 if self._done:

@@ -84,7 +84,7 @@ def test_substitute_sends_safe_or_holds():
     g.substitute(NONFINITE_OBS)
     assert g.action[0] == 0.7
     assert g.counts == {"clipped": 0, "rate_limited": 0, "nonfinite_action": 0, "nonfinite_obs": 1,
-                        "stale_obs": 0, "nonfinite_model": 0}
+                        "stale_obs": 0, "nonfinite_model": 0, "plan_starved": 0}
 
 
 def test_safe_action_defaults_and_validation():

@@ -32,7 +32,8 @@ def test_records_and_summary():
     assert s["misses"] == 3  # cycles 0, 4, 8
     assert s["fallbacks"] == 3 and s["safe_actions"] == 3
     assert s["safety_events"] == {"total": 3, "clipped": 2, "rate_limited": 0, "nonfinite_action": 0,
-                                  "nonfinite_obs": 0, "stale_obs": 1, "nonfinite_model": 0}
+                                  "nonfinite_obs": 0, "stale_obs": 1, "nonfinite_model": 0,
+                                  "plan_starved": 0}
     assert s["plan_ms_max"] == pytest.approx(19.0) and s["plan_ms_p50"] == pytest.approx(14.5)
     assert s["jitter_ms_max"] == pytest.approx(2.0)
     assert s["latency_ms_p50"] == pytest.approx(np.percentile(r["sent"] - r["wake"], 50) * 1e3)

@@ -87,6 +87,20 @@ def test_bench_loop_reports_both_modes(run_dir):
             assert f"{mode}_{key}" in out
 
 
+@pytest.mark.parametrize("realtime", [False, True])
+def test_control_with_a_servo_reports_both_rates(run_dir, realtime):
+    res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "50", "--cycles", "40", "--json",
+                *(["--realtime"] if realtime else []))
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["servo_hz"] == 50 and out["loop_mode"] == "servo" and out["cycles"] == 40
+    assert out["servo_ticks_per_step"] == 8 and out["replans"] >= 4 and "plan age p50" in res.stdout
+    for key in ("replan_hz", "plans_late", "plan_starved", "plan_age_ms_p50", "plan_age_ms_p99", "misses"):
+        assert key in out
+    bad = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "40", "--cycles", "4")
+    assert bad.returncode == 2 and "whole number of the task's physics steps" in bad.stderr.strip().splitlines()[-1]
+
+
 def test_bench_loop_soak_samples_memory_threads_and_files(run_dir):
     res = rtmpc("bench", "loop", "--model", str(run_dir / "model.onnx"), "--cycles", "60", "--soak", "--json")
     assert res.returncode == 0, res.stderr[-2000:]
