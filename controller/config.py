@@ -39,6 +39,8 @@ class LoopConfig(Config):
                                    gt=0.0, le=MAX_RATE_HZ)
     interpolation: str = param("zoh", "servo loop: zoh = hold each plan row for its model step; linear = "
                                       "the line between rows", choices=("zoh", "linear"))
+    mcap: bool = param(True, "stream every cycle to telemetry-<date>-<time>.mcap in the run's telemetry folder "
+                             "while it runs (controller.mcap_log; Foxglove, PlotJuggler, the mcap CLI)")
     max_cycles: int = param(0, "stop after this many cycles (0 = until the robot says done "
                                "or a stop signal)", ge=0)
     telemetry_size: int = param(100_000, "rows of the per-cycle telemetry ring; older rows are "

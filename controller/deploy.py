@@ -59,12 +59,14 @@ def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: n
         servo = LoopTiming.resolve(loop, rate_hz=loop.servo_hz)
         guard = SafetyFilter(action_low, action_high, servo.period_s, safety, safe_action=safe_action)
         control = ServoLoop(robot, planner, guard, loop, model_period_s=timing.period_s, timing=servo,
-                            clock=MonotonicClock() if realtime else VirtualClock(), run_dir=run_dir)
+                            clock=MonotonicClock() if realtime else VirtualClock(), run_dir=run_dir,
+                            obs_names=obs_names)
     else:
         guard = SafetyFilter(action_low, action_high, timing.period_s, safety, safe_action=safe_action)
         clock = MonotonicClock() if realtime else FastForwardClock()
         loop_cfg = loop if realtime else loop.replace(mode="sync")
-        control = ControlLoop(robot, planner, guard, loop_cfg, clock=clock, timing=timing, run_dir=run_dir)
+        control = ControlLoop(robot, planner, guard, loop_cfg, clock=clock, timing=timing, run_dir=run_dir,
+                              obs_names=obs_names)
     try:
         summary = control.run(max_cycles=max_cycles)
     finally:

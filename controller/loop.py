@@ -88,7 +88,9 @@ class ControlLoop:
     A actions; config: :class:`LoopConfig`; clock: default MonotonicClock; timing: the
     resolved :class:`LoopTiming` (default: resolved from ``config``, whose rate_hz must
     then be set), the same object the safety filter and robot were built for; run_dir: where :meth:`run` writes
-    ``telemetry.npz`` and ``telemetry_summary.json`` (None: nothing written).
+    ``telemetry.npz`` and ``telemetry_summary.json``, and streams every cycle to
+    ``telemetry-<date>-<time>.mcap`` while it runs (``loop.mcap``; :mod:`controller.mcap_log`)
+    (None: nothing written); obs_names/act_names: the entries' names in that stream.
 
     After :meth:`run`, :attr:`telemetry` holds the records and :attr:`summary` the summary.
     :meth:`stop` may be called from any thread.
@@ -96,7 +98,8 @@ class ControlLoop:
 
     def __init__(self, robot: Robot, planner: Planner, safety: SafetyFilter,
                  config: LoopConfig = LoopConfig(), *, clock: Clock | None = None,
-                 timing: LoopTiming | None = None, run_dir: str | Path | None = None):
+                 timing: LoopTiming | None = None, run_dir: str | Path | None = None,
+                 obs_names: tuple[str, ...] = (), act_names: tuple[str, ...] = ()):
         self.robot, self.planner, self.safety, self.config = robot, planner, safety, config
         self.timing = timing if timing is not None else LoopTiming.resolve(config)
         self.clock = clock if clock is not None else MonotonicClock()
@@ -106,6 +109,8 @@ class ControlLoop:
         self._stop_reason: str | None = None
         self._worker: PlanWorker | None = None
         self._left_behind: PlanWorker | None = None  # a planner thread that outlived its run
+        self._names = (tuple(obs_names), tuple(act_names))  # for the MCAP stream's fields
+        self._stream = None
 
     def stop(self, reason: str = "stop") -> None:
         """Ask the loop to end after the current cycle (sends the safe action)."""
@@ -127,6 +132,11 @@ class ControlLoop:
         self._stop_reason = None
         obs0 = self.robot.read()
         self._setup(obs0)
+        if self.run_dir is not None and cfg.mcap:
+            from rtmpc.controller.mcap_log import McapStream
+
+            self._stream = McapStream(self.telemetry, self.run_dir, *self._names,
+                                      period_s=self.timing.period_s).start()
         restore = self._enter_realtime()
         reason = "error"
         try:
@@ -384,6 +394,9 @@ class ControlLoop:
             if saved["gc"]:
                 gc.enable()
         summary = self.telemetry.summary()
+        if self._stream is not None:
+            summary["mcap"] = str(self._stream.close())
+            self._stream = None
         summary.update(stop_reason=reason, mode=self.config.mode, commit=self.config.commit,
                        period_s=self.timing.period_s, budget_s=self.timing.budget_s)
         self._summarize(summary)

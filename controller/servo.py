@@ -78,11 +78,12 @@ class ServoLoop(ControlLoop):
     servo's (its period Ts, and the tick's deadline)."""
 
     def __init__(self, robot, planner, safety, config, *, model_period_s: float, timing: LoopTiming, clock=None,
-                 run_dir=None):
+                 run_dir=None, obs_names=(), act_names=()):
         if config.mode != "async" or config.commit != "next":
             raise ConfigError(f"a servo loop (loop.servo_hz) plans in its own thread with delay compensation: set "
                               f"loop.mode: async and loop.commit: next (got {config.mode}, {config.commit})")
-        super().__init__(robot, planner, safety, config, clock=clock, timing=timing, run_dir=run_dir)
+        super().__init__(robot, planner, safety, config, clock=clock, timing=timing, run_dir=run_dir,
+                         obs_names=obs_names, act_names=act_names)
         self.model_period_s = float(model_period_s)
         self.m = servo_ticks_per_step(timing.period_s, self.model_period_s)
 

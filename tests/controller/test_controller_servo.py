@@ -70,8 +70,8 @@ def test_a_late_plan_is_counted_the_old_one_is_read_on_and_the_late_one_used_by_
     planner = FakePlanner(clock, horizon=5, stall={2})  # call 2 is started at tick 4 and overruns
     robot = FakeRobot(clock, hooks={10: lambda: planner.let_go()})
     loop, clock, robot, planner = make(planner=planner, robot=robot, clock=clock)
-    summary = loop.run(max_cycles=16)
-    sent = np.array(robot.sent)[:16, 0]
+    summary = loop.run(max_cycles=20)  # call 3 (started at tick 12) is due, so waited for, at tick 16
+    sent = np.array(robot.sent)[:20, 0]
     r = loop.telemetry.records()
     assert summary["plans_late"] == 1
     # ticks 8, 9: call 2 is late; call 1 (started at tick 0) is read on by time: its row 2
