@@ -57,6 +57,8 @@ def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: n
         # two rates: the servo ticks at loop.servo_hz (its deadline, the filter's rate limit and
         # watchdog), the planner steps at the planning rate ``timing``; lockstep: a virtual clock
         servo = LoopTiming.resolve(loop, rate_hz=loop.servo_hz)
+        if safety.stale_after_s is None:  # a robot may read out slower than the servo ticks: 3 model steps
+            safety = safety.replace(stale_after_s=3 * timing.period_s)
         guard = SafetyFilter(action_low, action_high, servo.period_s, safety, safe_action=safe_action)
         control = ServoLoop(robot, planner, guard, loop, model_period_s=timing.period_s, timing=servo,
                             clock=MonotonicClock() if realtime else VirtualClock(), run_dir=run_dir,

@@ -120,7 +120,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     # and so does a lockstep robot under a servo (some physics steps per tick).
     physics_s = model_spec.control_period / repeat
     per_send = repeat
-    if cfg.loop.servo_hz:
+    if cfg.loop.servo_hz and not realtime:  # lockstep: each tick steps the physics a whole number of times
         per_send = tick_s / physics_s
         if abs(per_send - round(per_send)) > 1e-6 * per_send or round(per_send) < 1:
             raise ConfigError(f"loop.servo_hz = {cfg.loop.servo_hz:g}: the servo period must be a whole number of "

@@ -97,7 +97,7 @@ def test_control_with_a_servo_reports_both_rates(run_dir, realtime):
     assert out["servo_ticks_per_step"] == 8 and out["replans"] >= 4 and "plan age p50" in res.stdout
     for key in ("replan_hz", "plans_late", "plan_starved", "plan_age_ms_p50", "plan_age_ms_p99", "misses"):
         assert key in out
-    bad = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "40", "--cycles", "4")
+    bad = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "40", "--cycles", "4")  # lockstep
     assert bad.returncode == 2 and "whole number of the task's physics steps" in bad.stderr.strip().splitlines()[-1]
 
 
