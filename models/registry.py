@@ -22,6 +22,7 @@ __all__ = ["FAMILIES", "family", "names"]
 FAMILIES: dict[str, str] = {
     "pets": "rtmpc.models.pets",
     "latent": "rtmpc.models.tdmpc",
+    "dynaq": "rtmpc.models.dynaq",
 }
 
 

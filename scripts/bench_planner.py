@@ -58,7 +58,8 @@ COLUMNS = [("impl", "s"), ("threads", "d"), ("mode", "s"), ("ms_median", ".1f"),
 
 def add_arguments(p) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="pets", choices=registry.names(),
+    g.add_argument("--model", default="pets", choices=[n for n in registry.names()
+                                                         if registry.family(n).planner_bench is not None],
                    help="pets: a probabilistic ensemble; latent: a TD-MPC-style latent model planned with its "
                         "policy prior (defaults then follow TD-MPC2: MPPI K=512, H=3, 6 iterations, 64 elites, "
                         "24 prior trajectories)")

@@ -52,6 +52,7 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     from rtmpc.configs.rundir import RunDir
     from rtmpc.models import registry
     from rtmpc.models.common.buffer import ReplayBuffer
+    from rtmpc.models.base import ModelError
     from rtmpc.models.common.commit import committed_file
     from rtmpc.models.runtime import load_model
 
@@ -76,8 +77,11 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     out = Path(out) if out else run_dir.model
     metadata = {"task": spec.name, "control_period": repr(spec.control_period),
                 "action_repeat": str(spec.action_repeat)}
-    buffer = ReplayBuffer.load(committed_file(run_dir, "buffer", "buffer.npz"))
-    rows = np.sort(np.random.default_rng(0).choice(len(buffer), size=min(samples, len(buffer)), replace=False))
+    try:
+        buffer = ReplayBuffer.load(committed_file(run_dir, "buffer", "buffer.npz"))
+        rows = np.sort(np.random.default_rng(0).choice(len(buffer), size=min(samples, len(buffer)), replace=False))
+    except ModelError:  # a family whose run keeps its data inside its checkpoint (deep Dyna-Q)
+        buffer, rows = None, np.zeros(0, np.int64)
     # Written into a folder beside ``out`` and moved over it only once parity passed and the
     # runtime read it back: a failed export leaves the previous model (and its copies) in place.
     out.parent.mkdir(parents=True, exist_ok=True)

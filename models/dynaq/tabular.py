@@ -185,13 +185,10 @@ def _mean_curve(curve: np.ndarray) -> np.ndarray:
 
 def plot_dyna_maze(results: dict[int, np.ndarray], path: str | Path) -> Path:
     """Figure 8.2: steps per episode for each number of planning steps n (``results[n]``: one run
-    ``(episodes,)`` or several ``(runs, episodes)``, averaged); saved to ``path``."""
-    import matplotlib
+    ``(episodes,)`` or several ``(runs, episodes)``, averaged); saved to ``path`` (atomically)."""
+    from rtmpc.configs.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4), dpi=100)
     for n in sorted(results):
         curve = _mean_curve(results[n])
         ax.plot(np.arange(1, len(curve) + 1), curve, label=f"{n} planning steps" + (" (direct RL only)" if n == 0
@@ -200,23 +197,17 @@ def plot_dyna_maze(results: dict[int, np.ndarray], path: str | Path) -> Path:
     ax.set_ylabel("steps per episode")
     ax.set_title("Dyna Maze (Sutton & Barto Figure 8.2)")
     ax.legend()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    fig.tight_layout()
+    return save_png(fig, path)
 
 
 def plot_cumulative_reward(results: dict[str, np.ndarray], path: str | Path, *, switch_at: int | None = None,
                            title: str = "Changing maze (Sutton & Barto Figures 8.4 / 8.5)") -> Path:
     """Figures 8.4/8.5: cumulative reward per time step for each method (``results[name]``: one run
     or ``(runs, steps)``, averaged), a dotted line where the maze changes; saved to ``path``."""
-    import matplotlib
+    from rtmpc.configs.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4), dpi=100)
     for name, curve in results.items():
         curve = _mean_curve(curve)
         ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
@@ -226,8 +217,5 @@ def plot_cumulative_reward(results: dict[str, np.ndarray], path: str | Path, *, 
     ax.set_ylabel("cumulative reward")
     ax.set_title(title)
     ax.legend()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    fig.tight_layout()
+    return save_png(fig, path)

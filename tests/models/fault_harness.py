@@ -17,7 +17,9 @@ once, sets torch to one thread (no thread pool exists when it forks), and:
 Each case must: keep every step committed before the fault (the manifest's step after the
 fault equals the number of commits whose manifest rename came before it), resume without
 an error, and end with the reference run's committed files: the same metrics (timing
-columns aside) and the same buffer, bit for bit. Prints one JSON line per family with the
+columns aside) and the same buffer, bit for bit; for a family that says its resume is not
+exact (``RESUME_EXACT = False``: deep Dyna-Q starts a new episode at a resume), the same
+committed steps at the same env steps. Prints one JSON line per family with the
 number of cases and seconds; exits 1 with the failing cases listed.
 """
 
@@ -74,17 +76,20 @@ def train(family, out: Path, resume: bool) -> None:
               overwrite=not resume)
 
 
-def committed(out: Path) -> tuple[int, list[dict], dict[str, np.ndarray]]:
-    """(step, metrics rows without timing columns, buffer arrays) of the run's manifest."""
+def committed(out: Path, exact: bool = True) -> tuple[int, list[dict], dict[str, np.ndarray]]:
+    """(step, metrics rows without timing columns, buffer arrays) of the run's manifest; for a
+    family whose resume is not exact (RESUME_EXACT False): only each row's env_steps, no buffer."""
     path = out / "manifest.json"
     if not path.exists():
         return 0, [], {}
     manifest = json.loads(path.read_text())
     files = manifest["files"]
     rows = rundir.read_csv(out / files["metrics"]) if "metrics" in files else []
-    rows = [{k: v for k, v in r.items() if not _timing(k)} for r in rows]
-    with np.load(out / files["buffer"]) as z:
-        buffer = {k: z[k].copy() for k in z.files}
+    rows = [{k: v for k, v in r.items() if not _timing(k) and (exact or k == "env_steps")} for r in rows]
+    buffer = {}
+    if exact and "buffer" in files:
+        with np.load(out / files["buffer"]) as z:
+            buffer = {k: z[k].copy() for k in z.files}
     return int(manifest["step"]), rows, buffer
 
 
@@ -132,7 +137,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     ref = args.workdir / "reference"
     events = record(family, ref)
-    ref_step, ref_rows, ref_buffer = committed(ref)
+    exact = getattr(family, "RESUME_EXACT", True)
+    ref_step, ref_rows, ref_buffer = committed(ref, exact)
     failures, cases = [], 0
     for mode in args.modes.split(","):
         for i, (name, point) in enumerate(events, start=1):
@@ -157,7 +163,7 @@ def main(argv=None) -> int:
             if status != 0:
                 failures.append(f"{where}: the resume failed (wait status {status})")
                 continue
-            step, rows, buffer = committed(out)
+            step, rows, buffer = committed(out, exact)
             if step != ref_step or rows != ref_rows:
                 failures.append(f"{where}: resumed to step {step} with metrics {rows}, the reference run "
                                 f"{ref_step} with {ref_rows}")

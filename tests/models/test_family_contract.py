@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 from rtmpc.models import registry
-from rtmpc.models.base import RolloutModel
+from rtmpc.models.base import Policy, RolloutModel
 
 FAMILIES = registry.names()
 
@@ -31,7 +31,7 @@ def test_the_family_provides_every_entry_point(trained):
     assert family.NAME == name and family.PRECISIONS[0] == "fp32" and family.SECTIONS
     for entry in ("train_model", "export_model", "runtime_class", "predictor_class"):
         assert callable(getattr(family, entry)), entry
-    assert issubclass(family.runtime_class(), RolloutModel)
+    assert issubclass(family.runtime_class(), (RolloutModel, Policy))
 
 
 def test_train_writes_a_model_and_metrics(trained):
@@ -43,9 +43,12 @@ def test_export_checks_parity_within_the_stated_tolerance(trained):
     from rtmpc.scripts.export import export_run
 
     _, _, out, _ = trained
+    from rtmpc.models.runtime import load_model
+
+    dims = load_model(out / "model.onnx").dims  # the file train wrote
     result = export_run(out, samples=8)
     assert result["parity_max_abs"] <= result["tolerance_abs"] * 10, result  # the family's check already passed
-    assert result["obs_dim"] == 6 and result["act_dim"] == 2  # point-target
+    assert (result["obs_dim"], result["act_dim"]) == (dims.obs_dim, dims.act_dim)
 
 
 def test_the_runtime_plans_without_torch(trained, tmp_path):
@@ -55,8 +58,9 @@ def test_the_runtime_plans_without_torch(trained, tmp_path):
         import numpy as np
         import rtmpc
         planner = rtmpc.load_planner({str(out)!r})
-        action = planner.plan(np.zeros(6))
-        assert action.shape == (2,) and np.all(np.isfinite(action)), action
+        dims = planner.model.dims if hasattr(planner, "model") else planner.policy.dims
+        action = planner.plan(np.zeros(dims.obs_dim))
+        assert action.shape == (dims.act_dim,) and np.all(np.isfinite(action)), action
         heavy = [m for m in ("torch", "mujoco", "dm_control") if m in sys.modules]
         assert not heavy, heavy
     """)

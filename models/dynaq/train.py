@@ -1,0 +1,104 @@
+"""``rtmpc train`` for deep Dyna-Q: the loop of :func:`.deep.train_deep_dynaq` in a run directory.
+
+Each evaluation (every ``eval_every`` env steps) is a committed step
+(:mod:`rtmpc.models.common.commit`): the agent's whole training state (networks, optimisers,
+buffers, generator, counters; ``torch.load(weights_only=True)`` reads it) and the metrics
+under the step's number, then the manifest. ``resume=True`` loads the last committed state
+and goes on. A commit falls in the middle of an episode, and a resumed agent starts a new
+episode there (the environment's state is not saved), so a resumed run is the uninterrupted
+one up to the commit and a different, equally valid, run after it: not bit-identical (the
+fault-injection harness checks that every committed evaluation survives and the run ends
+at the same step). ``model.onnx`` (the greedy policy) is exported and parity-checked at the
+end, and ``rtmpc export`` writes it from the committed state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from rtmpc.configs.rundir import RunDir, atomic_write, read_csv, write_csv
+from rtmpc.models.base import ModelError
+from rtmpc.models.common.commit import Manifest
+from rtmpc.models.common.curves import plot_learning_curve
+
+from .config import DeepDynaQConfig
+from .deep import DeepDynaQ, export_q_policy, train_deep_dynaq
+
+__all__ = ["train_deep", "load_agent"]
+
+log = logging.getLogger(__name__)
+
+
+def _save(agent: DeepDynaQ, path) -> object:
+    return atomic_write(path, lambda f: torch.save({"format": 1, "kind": "dynaq", "obs_dim": agent.obs_dim,
+                                                    "n_actions": agent.n_actions, "state": agent.state_dict()}, f))
+
+
+def load_agent(path, cfg: DeepDynaQConfig) -> DeepDynaQ:
+    """The agent saved at ``path`` (weights only: a checkpoint carrying code is refused)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the same user error
+        raise ModelError(f"{path} is not a deep Dyna-Q checkpoint rtmpc can read safely "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(blob, dict) or blob.get("kind") != "dynaq":
+        raise ModelError(f"{path} is not a deep Dyna-Q checkpoint")
+    agent = DeepDynaQ(int(blob["obs_dim"]), int(blob["n_actions"]), cfg)
+    agent.load_state_dict(blob["state"])
+    return agent
+
+
+def train_deep(run: RunDir, make_env, cfg: DeepDynaQConfig, *, resume: bool = False) -> list[dict]:
+    run.make()
+    commits = Manifest(run)
+    agent, history = None, []
+    if resume and commits.read() is not None:
+        agent = load_agent(commits.file("agent"), cfg)
+        history = read_csv(commits.file("metrics"))
+        log.info("resuming %s at %d env steps (%d evaluations committed)", run.root, agent.env_steps, len(history))
+    else:
+        commits.reset()
+    rows: list[dict] = []
+    spec = None
+
+    def commit(row: dict) -> None:
+        step = len(history) + 1
+        history.append(row)
+        files = {"agent": _save(agent_ref[0], commits.stage("agent", "checkpoints/agent.pt", step)),
+                 "metrics": write_csv(commits.stage("metrics", "metrics.csv", step), history)}
+        commits.commit(step, files, {"env_steps": row["env_steps"], "evaluations": step})
+        write_csv(run.metrics, history)
+        plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"deep Dyna-Q on {spec_name[0]}")
+        rows.append(row)
+        log.info("%d env steps: greedy return %.1f (min %.1f), epsilon %.3f", row["env_steps"], row["eval_return"],
+                 row["eval_min"], row["epsilon"])
+
+    agent_ref: list = [agent]
+    spec_name = [""]
+
+    def make_env_seen():
+        env = make_env()
+        spec_name[0] = env.spec.name
+        return env
+
+    def progress(row: dict) -> None:
+        commit(row)
+
+    if agent is None or agent.env_steps < cfg.total_steps:
+        # the agent object is built inside train_deep_dynaq on a new run: catch it for the commits
+        if agent is None:
+            env = make_env_seen()
+            spec = env.spec
+            env.close()
+            if not spec.n_actions:
+                raise ModelError(f"task {spec.name} has continuous actions: deep Dyna-Q needs a discrete task "
+                                 f"(n_actions > 0), e.g. gym:CartPole-v1")
+            agent = DeepDynaQ(spec.obs_dim, spec.n_actions, cfg)
+        agent_ref[0] = agent
+        agent, _ = train_deep_dynaq(make_env_seen, cfg, progress=progress, agent=agent)
+    env = make_env()
+    spec = env.spec
+    env.close()
+    export_q_policy(agent, run.model, spec)
+    return rows
