@@ -3,8 +3,9 @@
 1. Train PETS on cartpole-swingup with configs/pets_cartpole.yaml (resumes a run that is
    already in --out, so running it again continues or just re-checks).
 2. Export the model to ONNX and check it against PyTorch.
-3. Run the fixed-rate loop over the exported model for one episode on MuJoCo in
-   wall-clock mode, recording a video.
+3. Run the loop over the exported model for one episode on MuJoCo in wall-clock mode,
+   recording a video: a 100 Hz servo (the robot's rate) sending the newest plan's action
+   while the planner replans at the model's 12.5 Hz (``--servo``; docs/servo.md).
 4. Print the return and the real-time statistics.
 
 Each stage is called through its command's typed function (``train_run``, ``export_run``,
@@ -17,22 +18,27 @@ import json
 import time
 from pathlib import Path
 
+from . import flags
+
 
 def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/quickstart", help="run directory (default runs/quickstart)")
     p.add_argument("--config", default="pets_cartpole", help="run config (default: the shipped pets_cartpole)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value")
+    p.add_argument("--servo", type=flags.rate(), default=100.0,
+                   help="servo rate of the control loop in Hz (default 100: the robot's rate; the planner runs at "
+                        "the model's step)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
 
 def run(args) -> int:
-    quickstart(args.out, config=args.config, overrides=args.overrides, as_json=args.json)
+    quickstart(args.out, config=args.config, overrides=args.overrides, as_json=args.json, servo_hz=args.servo)
     return 0
 
 
 def quickstart(out: str | Path = "runs/quickstart", *, config: str = "pets_cartpole", overrides=(),
-               as_json: bool = False) -> dict:
+               as_json: bool = False, servo_hz: float | None = 100.0) -> dict:
     """Train (or resume) into ``out``, export with a parity check, run one wall-clock episode
     with a video; print each stage and return the loop's summary with the parity and timings."""
     from .control import control_config, print_summary, run_episodes
@@ -49,8 +55,11 @@ def quickstart(out: str | Path = "runs/quickstart", *, config: str = "pets_cartp
     exported = export_run(out)
     print_export(exported)
 
-    print("== 3/3 control loop, wall-clock MuJoCo robot, one episode")
+    print(f"== 3/3 control loop, wall-clock MuJoCo robot, one episode"
+          + (f", {servo_hz:g} Hz servo" if servo_hz else ""))
     cfg = control_config(out / "config.yaml", [], None)
+    if servo_hz:
+        cfg = cfg.replace(loop=cfg.loop.replace(servo_hz=servo_hz))
     video = out / "episode.mp4"
     result = run_episodes(out / "model.onnx", None, cfg, episodes=1, realtime=True, threads=cfg.pets.threads,
                           seed=1000, out=out / "control", video=str(video))
