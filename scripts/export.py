@@ -51,8 +51,8 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     from rtmpc.configs import ConfigError
     from rtmpc.configs.rundir import RunDir
     from rtmpc.models import registry
-    from rtmpc.models.common.buffer import ReplayBuffer
     from rtmpc.models.base import ModelError
+    from rtmpc.models.common.buffer import ReplayBuffer
     from rtmpc.models.common.commit import committed_file
     from rtmpc.models.runtime import load_model
 

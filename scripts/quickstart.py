@@ -55,7 +55,7 @@ def quickstart(out: str | Path = "runs/quickstart", *, config: str = "pets_cartp
     exported = export_run(out)
     print_export(exported)
 
-    print(f"== 3/3 control loop, wall-clock MuJoCo robot, one episode"
+    print("== 3/3 control loop, wall-clock MuJoCo robot, one episode"
           + (f", {servo_hz:g} Hz servo" if servo_hz else ""))
     cfg = control_config(out / "config.yaml", [], None)
     if servo_hz:
