@@ -92,6 +92,7 @@ def train_run(config: str | Path, *, out: str | Path | None = None, overrides=()
     if rows:
         last = rows[-1]
         best = max(float(r["eval_return"]) for r in rows)
+        model = f"; model {run_dir.model}" if run_dir.model.is_file() else "; no model file (nothing to export)"
         print(f"trained {run_dir.root}: {last['env_steps']} env steps, last return {float(last['eval_return']):.1f}, "
-              f"best {best:.1f}; model {run_dir.model}")
+              f"best {best:.1f}{model}")
     return rows

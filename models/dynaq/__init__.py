@@ -55,10 +55,15 @@ def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, s
     if cfg.dynaq.variant != "deep":
         raise ModelError(f"{run_dir.root} is a tabular Dyna-Q run: there is no model file to export (its "
                          f"figures and metrics.csv are the result)")
-    from .deep import export_q_policy
-    from .train import load_agent
+    from rtmpc.models.common.commit import Manifest
 
-    agent = load_agent(committed_file(run_dir, "agent", "checkpoints/agent.pt"), cfg.dynaq.deep.replace(seed=cfg.seed))
+    from .deep import export_q_policy
+    from .train import best_policy_agent
+
+    manifest = Manifest(run_dir)
+    manifest.read()
+    agent = best_policy_agent(committed_file(run_dir, "agent", "checkpoints/agent.pt"), manifest.file("best_q"),
+                              cfg.dynaq.deep.replace(seed=cfg.seed))
     export_q_policy(agent, out, spec, check_obs=buffer.obs[rows] if buffer is not None else None)
     return {"parity_max_abs": 0.0, "tolerance_abs": PARITY_ATOL, "tolerance_rel": PARITY_RTOL,
             "what": "greedy actions (must agree exactly)"}

@@ -8,8 +8,11 @@ and goes on. A commit falls in the middle of an episode, and a resumed agent sta
 episode there (the environment's state is not saved), so a resumed run is the uninterrupted
 one up to the commit and a different, equally valid, run after it: not bit-identical (the
 fault-injection harness checks that every committed evaluation survives and the run ends
-at the same step). ``model.onnx`` (the greedy policy) is exported and parity-checked at the
-end, and ``rtmpc export`` writes it from the committed state.
+at the same step). The Q-network of the best evaluation so far (the latest of ties) is kept
+beside the state (``checkpoints/best_q``): greedy CartPole returns swing between evaluations
+(500, then 176, then 500 in one run), so ``model.onnx``, exported and parity-checked at the
+end and by ``rtmpc export``, is that network's greedy policy, as Stable-Baselines3's
+EvalCallback keeps its best model. Control episodes run on other seeds than evaluations.
 """
 
 from __future__ import annotations
@@ -33,6 +36,25 @@ log = logging.getLogger(__name__)
 def _save(agent: DeepDynaQ, path) -> object:
     return atomic_write(path, lambda f: torch.save({"format": 1, "kind": "dynaq", "obs_dim": agent.obs_dim,
                                                     "n_actions": agent.n_actions, "state": agent.state_dict()}, f))
+
+
+def _save_q(agent: DeepDynaQ, path, row: dict) -> object:
+    return atomic_write(path, lambda f: torch.save({"kind": "dynaq-q", "q": agent.q.state_dict(),
+                                                    "env_steps": int(row["env_steps"]),
+                                                    "eval_return": float(row["eval_return"])}, f))
+
+
+def best_policy_agent(agent_path, best_path, cfg: DeepDynaQConfig) -> DeepDynaQ:
+    """The committed agent with the best evaluation's Q-network in it (what is deployed)."""
+    agent = load_agent(agent_path, cfg)
+    if best_path is not None:
+        try:
+            blob = torch.load(best_path, map_location="cpu", weights_only=True)
+            agent.q.load_state_dict(blob["q"])
+        except Exception as err:  # noqa: BLE001
+            raise ModelError(f"{best_path} is not a Q-network checkpoint rtmpc can read safely "
+                             f"({type(err).__name__})") from None
+    return agent
 
 
 def load_agent(path, cfg: DeepDynaQConfig) -> DeepDynaQ:
@@ -64,10 +86,13 @@ def train_deep(run: RunDir, make_env, cfg: DeepDynaQConfig, *, resume: bool = Fa
 
     def commit(row: dict) -> None:
         step = len(history) + 1
+        best = max((float(r["eval_return"]) for r in history), default=-float("inf"))
         history.append(row)
         files = {"agent": _save(agent_ref[0], commits.stage("agent", "checkpoints/agent.pt", step)),
                  "metrics": write_csv(commits.stage("metrics", "metrics.csv", step), history)}
-        commits.commit(step, files, {"env_steps": row["env_steps"], "evaluations": step})
+        if float(row["eval_return"]) >= best:
+            files["best_q"] = _save_q(agent_ref[0], commits.stage("best_q", "checkpoints/best_q.pt", step), row)
+        commits.commit(step, files, {"env_steps": row["env_steps"], "evaluations": step}, keep=("best_q",))
         write_csv(run.metrics, history)
         plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"deep Dyna-Q on {spec_name[0]}")
         rows.append(row)
@@ -100,5 +125,6 @@ def train_deep(run: RunDir, make_env, cfg: DeepDynaQConfig, *, resume: bool = Fa
     env = make_env()
     spec = env.spec
     env.close()
-    export_q_policy(agent, run.model, spec)
+    commits.read()
+    export_q_policy(best_policy_agent(commits.file("agent"), commits.file("best_q"), cfg), run.model, spec)
     return rows
