@@ -45,8 +45,8 @@ def test_a_second_run_gets_its_own_file_and_the_stream_can_be_off(tmp_path):
 
 
 def test_a_killed_run_leaves_the_cycles_that_reached_the_disk(tmp_path):
-    """SIGKILL in the middle of a wall-clock run at 200 Hz: the file reads up to its last
-    flush (the stream flushes every 0.5 s), with no cycle out of order."""
+    """SIGKILL in the middle of a wall-clock run at 200 Hz, once 100 cycles are on disk: the
+    file reads up to its last flush (every 0.5 s), with no cycle out of order."""
     script = textwrap.dedent(f"""
         import sys, numpy as np
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
@@ -62,7 +62,12 @@ def test_a_killed_run_leaves_the_cycles_that_reached_the_disk(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
-    time.sleep(2.0)
+    deadline = time.monotonic() + 30.0  # wait (polling the file) until 100 cycles reached the disk
+    while time.monotonic() < deadline:
+        files = list(tmp_path.glob("telemetry-*.mcap"))
+        if files and len(read_cycles(files[0])) >= 100:
+            break
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     files = list(tmp_path.glob("telemetry-*.mcap"))
