@@ -91,14 +91,15 @@ def _soak(args, model, config) -> int:
     with ResourceSampler(SOAK_SAMPLE_S) as sampler:
         r = run_episodes(model, args.task, cfg, realtime=True, rate_hz=args.rate, cycles=args.cycles,
                          threads=args.threads, stretch_episode=True)
-    rate, every = r["rate_hz_target"], 10_000
+    rate, every = r.get("servo_hz") or r["rate_hz_target"], 10_000  # cycles are servo ticks with a servo
     # the samples nearest each 10,000 cycles (the sampler wakes every SOAK_SAMPLE_S seconds), and the last
     marks = sorted({min(range(len(sampler.samples)), key=lambda i: abs(sampler.samples[i]["t_s"] * rate - c))
                     for c in range(0, int(sampler.samples[-1]["t_s"] * rate) + 1, every)} | {len(sampler.samples) - 1})
     s = [sampler.samples[i] for i in marks]
-    growth = growth_per_hour(sampler.samples, skip_s=min(60.0, sampler.samples[-1]["t_s"] / 4))
+    during = sampler.samples[:-1]  # the last sample is taken after the run (its memory freed)
+    growth = growth_per_hour(during, skip_s=min(60.0, during[-1]["t_s"] / 4))
     print(f"soak: {r['task']}, {mode}, {r['cycles']} cycles at {r['rate_hz']:.2f} Hz (target "
-          f"{r['rate_hz_target']:.1f}), ORT threads {args.threads}, {os.cpu_count()} cores")
+          f"{rate:.1f}), ORT threads {args.threads}, {os.cpu_count()} cores")
     print(f"{'cycles':>9s} {'t_s':>9s} {'rss_mib':>9s} {'threads':>8s} {'native':>7s} {'files':>6s}")
     for x in s:
         print(f"{int(round(x['t_s'] * rate)):9d} {x['t_s']:9.1f} {x['rss_mib']:9.2f} {x['threads']:8d} "
