@@ -121,7 +121,7 @@ class ServoLoop(ControlLoop):
                 plan_s, self._pred, self._dis = w.plan_s, w.predicted_return, w.disagreement
                 pending, late_counted = -1, False
                 replans += 1
-            if due and pending >= 0 and not late_counted:
+            if due and pending >= 0 and not late_counted:  # still in flight after the take
                 late += 1  # its row 1 is due and it is not in: the servo reads the previous plan on
                 late_counted = True
             bad = safety.observe(obs, wake)

@@ -81,50 +81,34 @@ def train_deep(run: RunDir, make_env, cfg: DeepDynaQConfig, *, resume: bool = Fa
         log.info("resuming %s at %d env steps (%d evaluations committed)", run.root, agent.env_steps, len(history))
     else:
         commits.reset()
+    env = make_env()
+    spec = env.spec
+    env.close()
+    if agent is None:
+        if not spec.n_actions:
+            raise ModelError(f"task {spec.name} has continuous actions: deep Dyna-Q needs a discrete task "
+                             f"(n_actions > 0), e.g. gym:CartPole-v1")
+        agent = DeepDynaQ(spec.obs_dim, spec.n_actions, cfg)
     rows: list[dict] = []
-    spec = None
 
     def commit(row: dict) -> None:
+        """After each evaluation: the agent, the metrics and (if it is the best so far) its Q-network."""
         step = len(history) + 1
         best = max((float(r["eval_return"]) for r in history), default=-float("inf"))
         history.append(row)
-        files = {"agent": _save(agent_ref[0], commits.stage("agent", "checkpoints/agent.pt", step)),
+        files = {"agent": _save(agent, commits.stage("agent", "checkpoints/agent.pt", step)),
                  "metrics": write_csv(commits.stage("metrics", "metrics.csv", step), history)}
         if float(row["eval_return"]) >= best:
-            files["best_q"] = _save_q(agent_ref[0], commits.stage("best_q", "checkpoints/best_q.pt", step), row)
+            files["best_q"] = _save_q(agent, commits.stage("best_q", "checkpoints/best_q.pt", step), row)
         commits.commit(step, files, {"env_steps": row["env_steps"], "evaluations": step}, keep=("best_q",))
         write_csv(run.metrics, history)
-        plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"deep Dyna-Q on {spec_name[0]}")
+        plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"deep Dyna-Q on {spec.name}")
         rows.append(row)
         log.info("%d env steps: greedy return %.1f (min %.1f), epsilon %.3f", row["env_steps"], row["eval_return"],
                  row["eval_min"], row["epsilon"])
 
-    agent_ref: list = [agent]
-    spec_name = [""]
-
-    def make_env_seen():
-        env = make_env()
-        spec_name[0] = env.spec.name
-        return env
-
-    def progress(row: dict) -> None:
-        commit(row)
-
-    if agent is None or agent.env_steps < cfg.total_steps:
-        # the agent object is built inside train_deep_dynaq on a new run: catch it for the commits
-        if agent is None:
-            env = make_env_seen()
-            spec = env.spec
-            env.close()
-            if not spec.n_actions:
-                raise ModelError(f"task {spec.name} has continuous actions: deep Dyna-Q needs a discrete task "
-                                 f"(n_actions > 0), e.g. gym:CartPole-v1")
-            agent = DeepDynaQ(spec.obs_dim, spec.n_actions, cfg)
-        agent_ref[0] = agent
-        agent, _ = train_deep_dynaq(make_env_seen, cfg, progress=progress, agent=agent)
-    env = make_env()
-    spec = env.spec
-    env.close()
+    if agent.env_steps < cfg.total_steps:
+        train_deep_dynaq(make_env, cfg, progress=commit, agent=agent)
     commits.read()
     export_q_policy(best_policy_agent(commits.file("agent"), commits.file("best_q"), cfg), run.model, spec)
     return rows
