@@ -19,11 +19,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["mlp_shapes", "mlp_flops", "plan_evaluations", "plan_flops", "flop_bound_seconds", "planner_config",
-           "time_calls", "best_seconds", "summarize_ms", "format_table"]
+__all__ = ["BenchImpl", "mlp_shapes", "mlp_flops", "plan_evaluations", "plan_flops", "flop_bound_seconds",
+           "planner_config", "time_calls", "best_seconds", "summarize_ms", "format_table"]
+
+
+@dataclass(frozen=True)
+class BenchImpl:
+    """One implementation ``rtmpc bench planner`` times: ``plan(obs)``, with optional
+    counters read before and after each timed plan: ``eval_seconds()`` (seconds the calling
+    thread spent in model calls, for the overhead share) and ``evaluations()`` (model
+    evaluations run, for the equal-work check and per-FLOP speedups)."""
+
+    impl: str
+    mode: str
+    plan: Callable[[object], object]
+    eval_seconds: Callable[[], float] | None = None
+    evaluations: Callable[[], int] | None = None
 
 
 def mlp_shapes(in_dim: int, hidden: int, layers: int, out_dim: int) -> list[tuple[int, int]]:

@@ -20,7 +20,17 @@ per-round ratios) compares times taken a fraction of a second apart;
 then prints a table and one JSON line (``--json``: only the JSON line) with the median
 and p90 ms per plan, model evaluations per second (particle-steps through one member),
 the fraction of the FLOP bound, the share of plan time outside model evaluation, and
-``speedup_vs_<baseline>`` for each baseline that ran.
+``speedup_vs_<baseline>`` (plan time) and ``speedup_per_flop_vs_<baseline>`` (time per
+model evaluation, each implementation's own count) for each baseline that ran, and
+``speedup_per_flop_vs_best`` against the fastest of them.
+
+Equal work: every implementation counts the model evaluations its plans run (rows through
+one member); the bench checks that each ran the workload's ``I * H * K * P`` per plan,
+says which did not (``equal_work``), and compares per evaluation, so a baseline doing less
+or more work than rtmpc cannot skew a speedup. The baselines: ``torch`` (plain batched
+PyTorch over the ensemble's own ``predict``), ``torch-bmm`` (the same written carefully:
+``baddbmm`` per layer into preallocated buffers, in-place activation, folded normalisers,
+preallocated noise, inference mode) and pytorch_mppi (``pip install -e '.[bench]'``).
 
 glibc: large tensors are returned to the OS and faulted in again on every plan unless
 its thresholds are raised; the bench raises them (mallopt, as MALLOC_MMAP_THRESHOLD_ and
@@ -53,7 +63,8 @@ from . import flags
 log = logging.getLogger(__name__)
 
 COLUMNS = [("impl", "s"), ("threads", "d"), ("mode", "s"), ("ms_median", ".1f"), ("ms_p90", ".1f"),
-           ("evals_per_s", ".3g"), ("bound_fraction", ".2f"), ("overhead", ".2f"), ("rtmpc_speedup", ".2f")]
+           ("evals_per_s", ".3g"), ("bound_fraction", ".2f"), ("overhead", ".2f"), ("evals_per_plan", ".0f"),
+           ("rtmpc_speedup", ".2f"), ("rtmpc_speedup_per_flop", ".2f")]
 
 
 def add_arguments(p) -> None:
@@ -198,32 +209,48 @@ def run(args) -> int:
     # Round robin: each repeat measures the bound, then one plan of every implementation,
     # so that ratios compare times taken within a second of each other (the speed of a
     # shared or virtual machine drifts by tens of percent over minutes).
-    for _, _, plan, _ in impls:
+    for impl in impls:
         for _ in range(args.warmup):
-            plan(obs)
+            impl.plan(obs)
     bounds, secs = np.empty(args.repeats), np.empty((len(impls), args.repeats))
     evals_s = np.zeros(len(impls))
+    counted = np.zeros(len(impls), np.int64)  # model evaluations the timed plans ran
     order = np.random.default_rng(args.seed)
     for i in range(args.repeats):
         bounds[i], last_gemm = bound_now()
         for j in order.permutation(len(impls)):  # a new order each round: no position bias
-            _, _, plan, eval_seconds = impls[j]
+            impl = impls[j]
             time.sleep(0.02)  # let the last implementation's spinning worker threads go to sleep
-            e0 = eval_seconds() if eval_seconds else 0.0
-            secs[j, i] = time_calls(lambda plan=plan: plan(obs), 1, warmup=0)[0]
-            if eval_seconds:
-                evals_s[j] += eval_seconds() - e0
+            e0 = impl.eval_seconds() if impl.eval_seconds else 0.0
+            n0 = impl.evaluations() if impl.evaluations else 0
+            secs[j, i] = time_calls(lambda plan=impl.plan: plan(obs), 1, warmup=0)[0]
+            if impl.eval_seconds:
+                evals_s[j] += impl.eval_seconds() - e0
+            if impl.evaluations:
+                counted[j] += impl.evaluations() - n0
     results = []
-    for j, (name, mode, _, eval_seconds) in enumerate(impls):
+    for j, impl in enumerate(impls):
         st = summarize_ms(secs[j])
-        results.append({"impl": name, "threads": args.threads, "mode": mode, "ms_median": st["median"],
+        # Work per plan as the implementation counted it (None: it does not count); per-FLOP
+        # ratios divide each plan's time by its work, so unequal work cannot flatter anyone.
+        per_plan = counted[j] / args.repeats if impl.evaluations else None
+        per_eval = secs[j] / (per_plan or evals)
+        per_eval0 = secs[0] / ((counted[0] / args.repeats) if impls[0].evaluations else evals)
+        results.append({"impl": impl.impl, "threads": args.threads, "mode": impl.mode, "ms_median": st["median"],
                         "ms_p90": st["p90"], "ms_min": st["min"], "evals_per_s": evals / (st["median"] / 1e3),
+                        "evals_per_plan": per_plan,
                         "bound_fraction": float(np.median(bounds / secs[j])),
                         "bound_fraction_iqr": np.percentile(bounds / secs[j], [25, 75]).tolist(),
-                        "overhead": 1.0 - evals_s[j] / secs[j].sum() if eval_seconds else None,
+                        "overhead": 1.0 - evals_s[j] / secs[j].sum() if impl.eval_seconds else None,
                         "rtmpc_speedup": float(np.median(secs[j] / secs[0])),
-                        "rtmpc_speedup_iqr": np.percentile(secs[j] / secs[0], [25, 75]).tolist()})
-        log.info("%s %s: %.1f ms median", name, mode, st["median"])
+                        "rtmpc_speedup_iqr": np.percentile(secs[j] / secs[0], [25, 75]).tolist(),
+                        "rtmpc_speedup_per_flop": float(np.median(per_eval / per_eval0))})
+        log.info("%s %s: %.1f ms median", impl.impl, impl.mode, st["median"])
+    unequal = [r["impl"] for r in results if r["evals_per_plan"] is not None and r["evals_per_plan"] != evals]
+    if unequal:
+        log.warning("unequal work: %s ran other than the %d model evaluations per plan the workload needs (%s); "
+                    "compare their per-FLOP speedups", ", ".join(unequal), evals,
+                    ", ".join(f"{r['impl']} {r['evals_per_plan']:g}" for r in results if r["impl"] in unequal))
     head = results[0]  # rtmpc in the first mode asked for (lanes by default)
     best = min((r for r in results if r["impl"] == "rtmpc"), key=lambda r: r["ms_median"])
     baselines = {r["impl"]: r for r in results if not r["impl"].startswith("rtmpc")}
@@ -234,6 +261,11 @@ def run(args) -> int:
         "model_evals_per_s": head["evals_per_s"], "flop_bound_fraction": head["bound_fraction"],
         "overhead_fraction": head["overhead"], "mode": head["mode"], "best_mode": best["mode"],
         **{f"speedup_vs_{name}": r["rtmpc_speedup"] for name, r in baselines.items()},
+        **{f"speedup_per_flop_vs_{name}": r["rtmpc_speedup_per_flop"] for name, r in baselines.items()},
+        **({"speedup_per_flop_vs_best": min(r["rtmpc_speedup_per_flop"] for r in baselines.values()),
+            "best_baseline": min(baselines.values(), key=lambda r: r["rtmpc_speedup_per_flop"])["impl"]}
+           if baselines else {}),
+        "equal_work": not unequal,
         "flop_bound_ms": bound_s * 1e3, "flop_bound_ms_range": [float(bounds.min() * 1e3), float(bounds.max() * 1e3)],
         "bound_gflops": flops / bound_s / 1e9, "plan_gflop": flops / 1e9, "evals_per_plan": evals,
         "workload": setup["workload"],

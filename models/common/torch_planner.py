@@ -61,6 +61,7 @@ class TorchPlanner:
         half = 0.5 * (self.high - self.low)
         self.std_init, self.std_min = init_std * half, min_std * half
         self.pe = particles // members
+        self.evaluations = 0  # model evaluations run (a subclass's rollout counts them)
         self.gen = torch.Generator().manual_seed(seed)
         self.mean = (0.5 * (self.low + self.high)).expand(horizon, -1).clone()
 

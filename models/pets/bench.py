@@ -4,6 +4,11 @@ asked), the torch baselines on the same weights, and the plan's GEMMs for the FL
 
 - :class:`PETSTorchPlanner`: the plain batched PyTorch planner over the ensemble's own
   ``predict`` (batched ``baddbmm`` over ``[E, M, .]``), TSinf with P particles per candidate.
+- :class:`PETSBmmPlanner`: the same planner written the way a careful PyTorch user would
+  (the issue-25 baseline): one ``torch.baddbmm`` per layer over the members on
+  preallocated buffers, in-place activation, normalisers folded into the weights and the
+  softplus-free standard deviation (both as rtmpc's exported graph has them), noise drawn
+  into a preallocated tensor, ``torch.inference_mode``.
 - :class:`PytorchMPPI`: pytorch_mppi's ``MPPI`` (Williams et al. 2017) when installed,
   with ``rollout_samples = P`` and the same ensemble as its dynamics; I iterations are I
   ``command`` calls, the nominal sequence shifted on the first only.
@@ -20,8 +25,8 @@ from rtmpc.models.common.torch_planner import TorchPlanner
 
 from .ensemble import ProbabilisticEnsemble
 
-__all__ = ["PETSTorchPlanner", "PytorchMPPI", "pytorch_mppi_available", "setup", "resolve_defaults", "OPTIONS",
-           "DEFAULTS"]
+__all__ = ["PETSTorchPlanner", "PETSBmmPlanner", "PytorchMPPI", "pytorch_mppi_available", "setup",
+           "resolve_defaults", "OPTIONS", "DEFAULTS"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,71 @@ class PETSTorchPlanner(TorchPlanner):
             dm, dlv, rm, _ = self.model.predict(state, acts[:, t].expand(e, -1, -1))
             state = state + dm + torch.exp(0.5 * dlv) * torch.randn(dm.shape, generator=self.gen)
             ret += self.gamma**t * rm
+        self.evaluations += e * k * self.pe * h
+        return ret.view(e, k, self.pe).mean(dim=(0, 2))
+
+
+class PETSBmmPlanner(TorchPlanner):
+    """A careful PyTorch PETS planner (TSinf, P particles): per step one ``baddbmm`` per
+    layer over ``[E, M, .]`` into preallocated outputs, the activation in place, noise
+    drawn into a preallocated tensor; weights with the normalisers folded in and the
+    head's softplus-free standard deviation, taken from the exported graph's own module
+    (:class:`rtmpc.models.pets.export._MemberGraph`), so it computes the same function."""
+
+    def __init__(self, ensemble, **kw) -> None:
+        from .export import _MemberGraph
+
+        super().__init__(ensemble, **kw)
+        if not ensemble.cfg.learned_reward:
+            raise ValueError("PETSBmmPlanner plans over a learned reward; this ensemble has none")
+        g = _MemberGraph(ensemble).eval()
+        n = g.n_layers
+        self._w = [getattr(g, f"w{i}").contiguous() for i in range(n)]  # [E, in, out]
+        self._b = [getattr(g, f"b{i}")[:, None, :].contiguous() for i in range(n)]  # [E, 1, out]
+        self.std_a = g.std_a.transpose(1, 2)[:, :, : ensemble.obs_dim].contiguous()  # [E, 1, O]
+        self.std_c = g.std_c.transpose(1, 2)[:, :, : ensemble.obs_dim].contiguous()
+        self.o, self.d = ensemble.obs_dim, g.d
+        act = ensemble.cfg.activation
+        inplace = {"silu": torch.nn.functional.silu, "relu": torch.relu_, "tanh": torch.tanh_}[act]
+        self.act_ = (lambda x: inplace(x, inplace=True)) if act == "silu" else inplace
+        self._m = -1
+
+    def _buffers(self, m: int) -> None:
+        if m == self._m:
+            return
+        e, o = self.model.members, self.o
+        self._x = torch.empty(e, m, self._w[0].shape[1])  # [state, action]
+        self._hs = [torch.empty(e, m, w.shape[2]) for w in self._w]
+        self._std = torch.empty(e, m, o)
+        self._eps = torch.empty(e, m, o)
+        self._ret = torch.empty(e, m)
+        self._m = m
+
+    def rollout(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs (O,), actions (K, H, A) -> discounted returns (K,), TSinf over [E, K*pe, O]."""
+        e, (k, h, _) = self.model.members, actions.shape
+        o, d, m = self.o, self.d, k * self.pe
+        self._buffers(m)
+        x, hs, std, eps, ret = self._x, self._hs, self._std, self._eps, self._ret
+        acts = actions.repeat_interleave(self.pe, dim=0) if self.pe > 1 else actions
+        x[:, :, :o] = obs
+        ret.zero_()
+        last = len(self._w) - 1
+        for t in range(h):
+            x[:, :, o:] = acts[:, t]
+            inp = x
+            for i, (w, b) in enumerate(zip(self._w, self._b, strict=True)):
+                torch.baddbmm(b, inp, w, out=hs[i])
+                if i < last:
+                    self.act_(hs[i])
+                inp = hs[i]
+            head = hs[last]  # [E, M, 2D]: means (raw units), then u = max_logvar - logvar
+            torch.exp(head[:, :, d:d + o], out=std)
+            std.add_(1.0).reciprocal_().mul_(self.std_c).add_(1.0).sqrt_().mul_(self.std_a)
+            torch.randn(eps.shape, generator=self.gen, out=eps)
+            x[:, :, :o].addcmul_(std, eps).add_(head[:, :, :o])
+            ret.add_(head[:, :, o], alpha=self.gamma**t)
+        self.evaluations += e * m * h
         return ret.view(e, k, self.pe).mean(dim=(0, 2))
 
 
@@ -78,6 +148,7 @@ class PytorchMPPI:
 
         self.model = ensemble.eval()
         self.iterations = iterations
+        self.evaluations = 0  # rows through one member, as rtmpc's model counts them
         e, o = ensemble.members, ensemble.obs_dim
         self.o, self.k, self.p = o, samples, particles
         low_t = torch.as_tensor(np.asarray(low, np.float32))
@@ -95,6 +166,7 @@ class PytorchMPPI:
             a = u.reshape(c, e, kk, -1).transpose(0, 1).reshape(e, c * kk, -1)
             dm, dlv, rm, _ = self.model.predict(s, a)
             nxt = s + dm + torch.exp(0.5 * dlv) * torch.randn(dm.shape, generator=gen)
+            self.evaluations += n
             out = torch.cat([nxt, rm.unsqueeze(-1)], dim=-1)
             return out.reshape(e, c, kk, o + 1).transpose(0, 1).reshape(n, o + 1)
 
@@ -120,7 +192,7 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     from rtmpc.configs import ConfigError
     from rtmpc.models.runtime import load_model
     from rtmpc.planners import make_planner
-    from rtmpc.planners.bench import mlp_shapes, plan_evaluations, plan_flops, planner_config
+    from rtmpc.planners.bench import BenchImpl, mlp_shapes, plan_evaluations, plan_flops, planner_config
 
     from .config import EnsembleConfig
     from .ensemble import ProbabilisticEnsemble
@@ -149,12 +221,13 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     shapes = mlp_shapes(o + a, args.hidden, args.layers, 2 * ensemble.out_dim)  # head: means and log-variances
     rows = k * p // e
 
-    impls = []  # (impl, mode, plan, eval_seconds or None)
+    impls = []
     for mode in modes:
         parallel = {"default": {}, "lanes": {"min_lane": 1}}.get(mode, {"parallel": "intra"})
         model = load_model(path, threads=args.threads, allow_spinning=(mode == "intra-spin"), rng=args.seed,
                            propagation="TSinf", particles=p, **parallel)
-        impls.append(("rtmpc", mode, make_planner(pcfg, model, args.seed).plan, lambda m=model: m.eval_seconds))
+        impls.append(BenchImpl("rtmpc", mode, make_planner(pcfg, model, args.seed).plan,
+                               lambda m=model: m.eval_seconds, lambda m=model: m.evaluations))
     int8_error = None
     if args.int8:
         from .quantize import compare_predictions, quantize_int8
@@ -163,17 +236,20 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
         x = rng.standard_normal((1000, o)).astype(np.float32)
         int8_error = compare_predictions(path, q, x, rng.uniform(-1, 1, (1000, a)).astype(np.float32))
         model = load_model(q, threads=args.threads, rng=args.seed, propagation="TSinf", particles=p)
-        impls.append(("rtmpc-int8", "default", make_planner(pcfg, model, args.seed).plan,
-                      lambda m=model: m.eval_seconds))
+        impls.append(BenchImpl("rtmpc-int8", "default", make_planner(pcfg, model, args.seed).plan,
+                               lambda m=model: m.eval_seconds, lambda m=model: m.evaluations))
     if not args.no_baselines:
         common = dict(samples=k, horizon=h, iterations=iters, init_std=pcfg.init_std, low=low, high=high,
                       particles=p, seed=args.seed)
         temperature = getattr(pcfg, "temperature", 0.5)  # MPPI only
-        torch_planner = PETSTorchPlanner(ensemble, kind=args.planner, elites=elites, temperature=temperature,
-                                     alpha=pcfg.alpha, min_std=pcfg.min_std, **common)
-        impls.append(("torch", "plain", torch_planner.plan, None))
+        for name, cls in (("torch", PETSTorchPlanner), ("torch-bmm", PETSBmmPlanner)):
+            planner = cls(ensemble, kind=args.planner, elites=elites, temperature=temperature, alpha=pcfg.alpha,
+                          min_std=pcfg.min_std, **common)
+            impls.append(BenchImpl(name, "plain" if name == "torch" else "careful", planner.plan,
+                                   evaluations=lambda pl=planner: pl.evaluations))
         if pytorch_mppi_available():
-            impls.append(("pytorch_mppi", "mppi", PytorchMPPI(ensemble, **common).plan, None))
+            mppi = PytorchMPPI(ensemble, **common)
+            impls.append(BenchImpl("pytorch_mppi", "mppi", mppi.plan, evaluations=lambda pl=mppi: pl.evaluations))
         else:
             log.info("pytorch_mppi is not installed: skipped (pip install pytorch-mppi)")
     workload = {"model": "pets", "planner": args.planner, "samples": k, "horizon": h, "iterations": iters,

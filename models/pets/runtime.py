@@ -107,22 +107,28 @@ def _fill_actions(actions, t, k0, pe, act):
 
 
 @njit(nogil=True, cache=True)
-def _ts_propagate(x, dm, ds, eps, pe, nxt, dis, t, acc):
-    """nxt = x + dm + ds * eps over (E, M, O) (nxt may be x), and dis[k, t] (Kl, H) = the
-    spread of candidate k's E * pe particles: std (ddof 0) per entry, averaged over O.
-    acc (2, O) float64 is work space. One candidate at a time, rows contiguous."""
+def _ts_step(x, dm, ds, eps, pe, nxt, dis, t, acc, rm, discount, ret):
+    """One TS step after the model call, one candidate at a time (rows contiguous):
+    nxt = x + dm + ds * eps over (E, M, O) (nxt may be x); dis[k, t] (Kl, H) = the spread
+    of candidate k's E * pe particles (std, ddof 0, per entry, averaged over O); and, when
+    rm (E, M) is given (a learned reward; else an empty array), ret[k] += discount * the
+    mean of rm over candidate k's rows. acc (2, O) float64 is work space."""
     n_mem, m_rows, n_obs = x.shape
     n = n_mem * pe
+    learned = rm.shape[0] > 0
     for k in range(m_rows // pe):
         for o in range(n_obs):
             acc[0, o] = 0.0
             acc[1, o] = 0.0
+        r = 0.0
         for e in range(n_mem):
             for m in range(k * pe, (k + 1) * pe):
                 for o in range(n_obs):
                     v = (x[e, m, o] + dm[e, m, o]) + ds[e, m, o] * eps[e, m, o]
                     nxt[e, m, o] = v
                     acc[0, o] += v
+                if learned:
+                    r += rm[e, m]
         for e in range(n_mem):
             for m in range(k * pe, (k + 1) * pe):
                 for o in range(n_obs):
@@ -132,6 +138,8 @@ def _ts_propagate(x, dm, ds, eps, pe, nxt, dis, t, acc):
         for o in range(n_obs):
             total += math.sqrt(acc[1, o] / n)
         dis[k, t] = total / n_obs
+        if learned:
+            ret[k] += discount * (r / n)
 
 
 @njit(nogil=True, cache=True)
@@ -196,10 +204,14 @@ class _Lane:
                  outputs: list[str], rng: np.random.Generator) -> None:
         self.sess, self.e, self.o, self.a, self.pe = sess, members, obs_dim, act_dim, pe
         self.outputs, self.rng = outputs, rng
-        self.acc = np.empty((2, obs_dim), np.float64)  # _ts_propagate's work space
+        self.acc = np.empty((2, obs_dim), np.float64)  # _ts_step's work space
+        self._b_noise = np.empty(0, np.float32)  # the horizon's standard normals, (H, E, M, O)
+        self._no_reward = np.empty((0, 0), np.float32)  # _ts_step's "no learned reward"
         self.cap = 0
         self.kl = -1
         self.eval_seconds = 0.0
+        self.evaluations = 0  # model evaluations (rows through one member) run, all calls
+        self._rows = 0  # rows of one call, E * M
 
     def ensure(self, kl: int, ts1: bool, particles: int) -> None:
         """Views and IOBinding for Kl candidates (rebuilt only when Kl changes)."""
@@ -209,14 +221,14 @@ class _Lane:
         if kl > self.cap:
             n = e * kl * pe
             self._b = {name: np.empty(n * width, np.float32)
-                       for name, width in (("x", o), ("state", o), ("dm", o), ("ds", o), ("eps", o),
+                       for name, width in (("x", o), ("state", o), ("dm", o), ("ds", o),
                                            ("act", a), ("rm", 1), ("r", 1))}
             self._b_gather = np.empty(n, np.int64)
             self.ret_buf = np.empty(kl, np.float64)
             self.cap = kl
         m = kl * pe
         view = lambda name, *shape: self._b[name][: int(np.prod(shape))].reshape(shape)  # noqa: E731
-        self.x, self.state, self.dm, self.ds, self.eps = (view(nm, e, m, o) for nm in ("x", "state", "dm", "ds", "eps"))
+        self.x, self.state, self.dm, self.ds = (view(nm, e, m, o) for nm in ("x", "state", "dm", "ds"))
         self.act = view("act", e, m, a)
         self.rm, self.r = view("rm", e, m), view("r", e, m)
         self.ret = self.ret_buf[:kl]
@@ -234,11 +246,24 @@ class _Lane:
                 io.bind_output(name, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
         self.io = io
         self.kl = kl
+        self._rows = e * m
 
     def _eval(self) -> None:
         t0 = time.perf_counter()
         self.sess.run_with_iobinding(self.io)
         self.eval_seconds += time.perf_counter() - t0
+        self.evaluations += self._rows
+
+    def noise(self, h: int) -> np.ndarray:
+        """(H, E, M, O) standard normals for the whole horizon, drawn in one call (the same
+        stream, in the same order, as one draw per step)."""
+        shape = (h,) + self.x.shape
+        size = int(np.prod(shape))
+        if size > self._b_noise.size:
+            self._b_noise = np.empty(size, np.float32)
+        eps = self._b_noise[:size].reshape(shape)
+        self.rng.standard_normal(dtype=np.float32, out=eps)
+        return eps
 
     def rollout_ts(self, obs: np.ndarray, actions: np.ndarray, k0: int, ts1: bool, gamma: float,
                    reward_fn: Callable | None, returns: np.ndarray, dis: np.ndarray) -> None:
@@ -247,9 +272,11 @@ class _Lane:
         # Where the next state goes: in place into the ONNX input, unless it must be kept
         # apart (TS1 reshuffles it into the input; a task reward reads obs and next obs).
         nxt = self.state if ts1 or reward_fn is not None else x
+        rm = self.rm if reward_fn is None else self._no_reward
         x[...] = obs
         nxt[...] = obs
         self.ret.fill(0.0)
+        eps = self.noise(actions.shape[1])
         discount = 1.0
         for t in range(actions.shape[1]):
             _fill_actions(actions, t, k0, pe, act)
@@ -260,14 +287,10 @@ class _Lane:
             elif nxt is not x:
                 np.copyto(x, nxt)
             self._eval()
-            self.rng.standard_normal(dtype=np.float32, out=self.eps)
-            _ts_propagate(x, self.dm, self.ds, self.eps, pe, nxt, dis, t, self.acc)
-            if reward_fn is None:
-                r = self.rm
-            else:
-                r = self.r
-                _task_reward(reward_fn, x.reshape(-1, o), act.reshape(-1, a), nxt.reshape(-1, o), r.reshape(-1))
-            _accumulate(r, pe, discount, self.ret)
+            _ts_step(x, self.dm, self.ds, eps[t], pe, nxt, dis, t, self.acc, rm, discount, self.ret)
+            if reward_fn is not None:
+                _task_reward(reward_fn, x.reshape(-1, o), act.reshape(-1, a), nxt.reshape(-1, o), self.r.reshape(-1))
+                _accumulate(self.r, pe, discount, self.ret)
             discount *= gamma
         returns[...] = self.ret
 
@@ -382,10 +405,10 @@ class PETSRolloutModel(RolloutModel):
             weakref.finalize(self, self._pool.shutdown, wait=False)
         else:
             lane_sess, rngs, self._pool = session, [self._rng], None
+        # A K too small to split runs as the first lane alone, single-threaded: at a few
+        # rows per member a call is mostly per-operator work, and waking ONNX Runtime's
+        # pool for every operator costs more than it saves (see the class docstring).
         self._lanes = [_Lane(lane_sess, e, o, a, pe, self._outputs, r) for r in rngs]
-        # One lane on the multi-threaded session, for K too small to split.
-        self._solo = (_Lane(session, e, o, a, pe, self._outputs, self._rng) if self.parallel == "lanes"
-                      else self._lanes[0])
         self._pe = pe
         self._cap = 0  # largest K seen
         self._k = self._h = -1  # K, H the current views are for
@@ -423,8 +446,7 @@ class PETSRolloutModel(RolloutModel):
         self._disagreement = self._b_dis[: k * h].reshape(k, h)
         n = max(1, min(len(self._lanes), k * self._pe // self._min_lane))
         bounds = [k * i // n for i in range(n + 1)]
-        lanes = self._lanes if n > 1 else [self._solo]
-        self._split = [(lane, k0, k1) for lane, k0, k1 in zip(lanes[:n], bounds[:-1], bounds[1:], strict=True)]
+        self._split = [(lane, k0, k1) for lane, k0, k1 in zip(self._lanes[:n], bounds[:-1], bounds[1:], strict=True)]
         ts1 = self.propagation == "TS1"
         for lane, k0, k1 in self._split:
             lane.ensure(k1 - k0, ts1, self.particles)
@@ -434,7 +456,14 @@ class PETSRolloutModel(RolloutModel):
     def eval_seconds(self) -> float:
         """Seconds the caller's thread has spent inside ONNX Runtime calls (a benchmark
         counter: the rest of a plan's time is overhead or waiting for the other lanes)."""
-        return self._lanes[0].eval_seconds + (self._solo.eval_seconds if self._solo is not self._lanes[0] else 0.0)
+        return self._lanes[0].eval_seconds
+
+    @property
+    def evaluations(self) -> int:
+        """Model evaluations run so far, over every lane: rows through one member (a
+        particle-step, or in expectation a candidate-step on one member), the unit of work
+        ``rtmpc bench planner`` compares implementations at."""
+        return sum(lane.evaluations for lane in self._lanes)
 
     # -- the seam ---------------------------------------------------------------------
     @property

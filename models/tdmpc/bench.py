@@ -107,7 +107,7 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     from rtmpc.configs import from_dict
     from rtmpc.models.runtime import load_model
     from rtmpc.planners import make_planner
-    from rtmpc.planners.bench import planner_config
+    from rtmpc.planners.bench import BenchImpl, planner_config
 
     from .config import LatentModelConfig
     from .export import check_latent_parity, export_latent
@@ -127,14 +127,14 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     parity = check_latent_parity(model, path, rng.standard_normal((64, o)).astype(np.float32), gamma=gamma)
     obs = (0.1 * rng.standard_normal(o)).astype(np.float32)
     rm = load_model(path, threads=args.threads, rng=args.seed)
-    impls = [("rtmpc", "default", make_planner(pcfg, rm, args.seed).plan, None)]
+    impls = [BenchImpl("rtmpc", "default", make_planner(pcfg, rm, args.seed).plan)]
     if not args.no_baselines:
         torch_planner = LatentTorchPlanner(model, gamma=gamma, prior_samples=n, kind=args.planner, samples=k,
                                            horizon=h, iterations=iters, elites=args.elites,
                                            temperature=getattr(pcfg, "temperature", 0.5), alpha=pcfg.alpha,
                                            init_std=pcfg.init_std,
                                            min_std=pcfg.min_std, low=low, high=high, seed=args.seed)
-        impls.append(("torch", "plain", torch_planner.plan, None))
+        impls.append(BenchImpl("torch", "plain", torch_planner.plan))
     gemms = latent_plan_gemms(latent_layers(model), k, h, iters, n)
     workload = {"model": "latent", "planner": args.planner, "samples": k, "horizon": h, "iterations": iters,
                 "elites": args.elites, "prior_samples": n, "obs_dim": o, "act_dim": a, "hidden": args.hidden,

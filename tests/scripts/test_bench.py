@@ -33,6 +33,16 @@ def test_bench_planner_json_has_the_promised_keys():
     assert "rtmpc bench planner" in out["command"] and f"--planner {planner}" in out["command"]
     if any(r["impl"] == "pytorch_mppi" for r in out["results"]):
         assert out["speedup_vs_pytorch_mppi"] > 0
+    # Equal work: every implementation counted the model evaluations its plans ran, and each
+    # ran exactly the workload's I * H * K * P per plan; per-FLOP speedups for each baseline.
+    assert out["equal_work"] is True
+    counted = {(r["impl"], r["mode"]): r["evals_per_plan"] for r in out["results"]}
+    assert {"torch", "torch-bmm"} <= {impl for impl, _ in counted}
+    assert set(counted.values()) == {out["evals_per_plan"]}, counted
+    for name in {r["impl"] for r in out["results"] if r["impl"] != "rtmpc"}:
+        assert out[f"speedup_per_flop_vs_{name}"] > 0
+    assert out["speedup_per_flop_vs_best"] == min(out[f"speedup_per_flop_vs_{n}"]
+                                                  for n in {r["impl"] for r in out["results"]} - {"rtmpc"})
 
 
 def test_bench_planner_table_without_baselines():
