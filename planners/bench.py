@@ -31,14 +31,18 @@ __all__ = ["BenchImpl", "mlp_shapes", "mlp_flops", "plan_evaluations", "plan_flo
 class BenchImpl:
     """One implementation ``rtmpc bench planner`` times: ``plan(obs)``, with optional
     counters read before and after each timed plan: ``eval_seconds()`` (seconds the calling
-    thread spent in model calls, for the overhead share) and ``evaluations()`` (model
-    evaluations run, for the equal-work check and per-FLOP speedups)."""
+    thread spent in model calls, for the overhead share), ``evaluations()`` (model
+    evaluations run, for the equal-work check and per-FLOP speedups) and ``timeline()``
+    (cumulative seconds per part of the model's rollouts, e.g. the PETS runtime's
+    :meth:`~rtmpc.models.pets.runtime.PETSRolloutModel.timeline`; the plan's time outside
+    ``rollout`` is reported as ``planner``)."""
 
     impl: str
     mode: str
     plan: Callable[[object], object]
     eval_seconds: Callable[[], float] | None = None
     evaluations: Callable[[], int] | None = None
+    timeline: Callable[[], dict[str, float]] | None = None  # cumulative seconds per part of a rollout
 
 
 def mlp_shapes(in_dim: int, hidden: int, layers: int, out_dim: int) -> list[tuple[int, int]]:

@@ -162,6 +162,14 @@ def _machine() -> dict:
             "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def _timeline_ms(parts: dict[str, float], secs, repeats: int) -> dict[str, float]:
+    """Milliseconds per plan of each part of the calling thread's time: the model's rollout
+    parts, and ``planner`` (the plan outside ``rollout``: sampling, scoring, refitting)."""
+    out = {key: 1e3 * value / repeats for key, value in parts.items() if key != "rollout"}
+    out["planner"] = 1e3 * (float(secs.sum()) - parts["rollout"]) / repeats
+    return out
+
+
 def run(args) -> int:
     import numpy as np
     import torch
@@ -215,6 +223,7 @@ def run(args) -> int:
     bounds, secs = np.empty(args.repeats), np.empty((len(impls), args.repeats))
     evals_s = np.zeros(len(impls))
     counted = np.zeros(len(impls), np.int64)  # model evaluations the timed plans ran
+    parts: list[dict[str, float]] = [{} for _ in impls]  # timeline seconds over the timed plans
     order = np.random.default_rng(args.seed)
     for i in range(args.repeats):
         bounds[i], last_gemm = bound_now()
@@ -223,11 +232,14 @@ def run(args) -> int:
             time.sleep(0.02)  # let the last implementation's spinning worker threads go to sleep
             e0 = impl.eval_seconds() if impl.eval_seconds else 0.0
             n0 = impl.evaluations() if impl.evaluations else 0
+            p0 = impl.timeline() if impl.timeline else {}
             secs[j, i] = time_calls(lambda plan=impl.plan: plan(obs), 1, warmup=0)[0]
             if impl.eval_seconds:
                 evals_s[j] += impl.eval_seconds() - e0
             if impl.evaluations:
                 counted[j] += impl.evaluations() - n0
+            for key, value in (impl.timeline() if impl.timeline else {}).items():
+                parts[j][key] = parts[j].get(key, 0.0) + value - p0[key]
     results = []
     for j, impl in enumerate(impls):
         st = summarize_ms(secs[j])
@@ -244,7 +256,8 @@ def run(args) -> int:
                         "overhead": 1.0 - evals_s[j] / secs[j].sum() if impl.eval_seconds else None,
                         "rtmpc_speedup": float(np.median(secs[j] / secs[0])),
                         "rtmpc_speedup_iqr": np.percentile(secs[j] / secs[0], [25, 75]).tolist(),
-                        "rtmpc_speedup_per_flop": float(np.median(per_eval / per_eval0))})
+                        "rtmpc_speedup_per_flop": float(np.median(per_eval / per_eval0)),
+                        "timeline_ms": _timeline_ms(parts[j], secs[j], args.repeats) if parts[j] else None})
         log.info("%s %s: %.1f ms median", impl.impl, impl.mode, st["median"])
     unequal = [r["impl"] for r in results if r["evals_per_plan"] is not None and r["evals_per_plan"] != evals]
     if unequal:
@@ -286,6 +299,10 @@ def run(args) -> int:
               + ", ".join(f"{g['shape'][1]}x{g['shape'][2]} {g['gflops']:.0f}" for g in last_gemm)
               + f" GFLOP/s); {evals} model evaluations per plan" + (f"; layout {w['layout']}" if "layout" in w else ""))
         print(format_table(COLUMNS, results))
+        for r in results:
+            if r["timeline_ms"]:
+                print(f"timeline {r['impl']} {r['mode']} (ms per plan, calling thread): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in r["timeline_ms"].items()))
     print(json.dumps(out))
     tmp.cleanup()
     return 0

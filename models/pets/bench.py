@@ -227,7 +227,7 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
         model = load_model(path, threads=args.threads, allow_spinning=(mode == "intra-spin"), rng=args.seed,
                            propagation="TSinf", particles=p, **parallel)
         impls.append(BenchImpl("rtmpc", mode, make_planner(pcfg, model, args.seed).plan,
-                               lambda m=model: m.eval_seconds, lambda m=model: m.evaluations))
+                               lambda m=model: m.eval_seconds, lambda m=model: m.evaluations, model.timeline))
     int8_error = None
     if args.int8:
         from .quantize import compare_predictions, quantize_int8

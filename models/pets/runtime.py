@@ -209,7 +209,9 @@ class _Lane:
         self._no_reward = np.empty((0, 0), np.float32)  # _ts_step's "no learned reward"
         self.cap = 0
         self.kl = -1
-        self.eval_seconds = 0.0
+        self.eval_seconds = 0.0  # in ONNX Runtime calls
+        self.noise_seconds = 0.0  # drawing the standard normals
+        self.lane_seconds = 0.0  # in rollout_ts / rollout_expectation, all of it
         self.evaluations = 0  # model evaluations (rows through one member) run, all calls
         self._rows = 0  # rows of one call, E * M
 
@@ -262,12 +264,15 @@ class _Lane:
         if size > self._b_noise.size:
             self._b_noise = np.empty(size, np.float32)
         eps = self._b_noise[:size].reshape(shape)
+        t0 = time.perf_counter()
         self.rng.standard_normal(dtype=np.float32, out=eps)
+        self.noise_seconds += time.perf_counter() - t0
         return eps
 
     def rollout_ts(self, obs: np.ndarray, actions: np.ndarray, k0: int, ts1: bool, gamma: float,
                    reward_fn: Callable | None, returns: np.ndarray, dis: np.ndarray) -> None:
         """TS1 / TSinf over candidates [k0, k0 + Kl): returns (Kl,), dis (Kl, H) written."""
+        t_start = time.perf_counter()
         x, act, pe, o, a = self.x, self.act, self.pe, self.o, self.a
         # Where the next state goes: in place into the ONNX input, unless it must be kept
         # apart (TS1 reshuffles it into the input; a task reward reads obs and next obs).
@@ -293,10 +298,12 @@ class _Lane:
                 _accumulate(self.r, pe, discount, self.ret)
             discount *= gamma
         returns[...] = self.ret
+        self.lane_seconds += time.perf_counter() - t_start
 
     def rollout_expectation(self, obs: np.ndarray, actions: np.ndarray, k0: int, gamma: float,
                             reward_fn: Callable | None, returns: np.ndarray, dis: np.ndarray) -> None:
         """Expectation over candidates [k0, k0 + Kl): one state per candidate, (Kl, O)."""
+        t_start = time.perf_counter()
         x, act = self.x, self.act
         state = self.state[0]
         x[...] = obs
@@ -315,6 +322,7 @@ class _Lane:
             discount *= gamma
             _broadcast_members(state, x)
         returns[...] = self.ret
+        self.lane_seconds += time.perf_counter() - t_start
 
 
 def _task_reward(reward_fn: Callable, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray,
@@ -416,6 +424,7 @@ class PETSRolloutModel(RolloutModel):
         self._b_dis = np.empty(0, np.float32)
         self._disagreement: np.ndarray | None = None
         self._split: list[tuple[_Lane, int, int]] = []
+        self._rollout_seconds = 0.0
         log.debug("loaded %r", self)
 
     @staticmethod
@@ -458,6 +467,18 @@ class PETSRolloutModel(RolloutModel):
         counter: the rest of a plan's time is overhead or waiting for the other lanes)."""
         return self._lanes[0].eval_seconds
 
+    def timeline(self) -> dict[str, float]:
+        """Where the calling thread's rollout time went, cumulative seconds since loading:
+        ``rollout`` (all of :meth:`rollout`), split into ``onnx`` (ONNX Runtime calls),
+        ``noise`` (the standard normals), ``step`` (the Numba kernels and Python between
+        the calls) and ``join`` (the rest: splitting, and waiting for the other lanes).
+        A benchmark's per-step timeline; cheap enough to be always on (a few clock reads
+        per step)."""
+        lane = self._lanes[0]
+        return {"rollout": self._rollout_seconds, "onnx": lane.eval_seconds, "noise": lane.noise_seconds,
+                "step": lane.lane_seconds - lane.eval_seconds - lane.noise_seconds,
+                "join": self._rollout_seconds - lane.lane_seconds}
+
     @property
     def evaluations(self) -> int:
         """Model evaluations run so far, over every lane: rows through one member (a
@@ -482,6 +503,7 @@ class PETSRolloutModel(RolloutModel):
                 or actions.shape[1] < 1:
             raise ModelError(f"actions have shape {actions.shape}; expected (K, H, {self.dims.act_dim}) "
                              f"with K, H >= 1")
+        t_start = time.perf_counter()
         k, h, _ = actions.shape
         self._ensure(k, h)
         if self.propagation == "expectation":
@@ -499,6 +521,7 @@ class PETSRolloutModel(RolloutModel):
         finally:
             for f in others:
                 f.result()  # re-raises a lane's exception
+        self._rollout_seconds += time.perf_counter() - t_start
         return self._returns
 
     def __repr__(self) -> str:

@@ -41,6 +41,13 @@ def test_bench_planner_json_has_the_promised_keys():
     assert set(counted.values()) == {out["evals_per_plan"]}, counted
     for name in {r["impl"] for r in out["results"] if r["impl"] != "rtmpc"}:
         assert out[f"speedup_per_flop_vs_{name}"] > 0
+    # The per-step timeline: the calling thread's plan time split into parts that add up to it.
+    for r in out["results"]:
+        if r["impl"] == "rtmpc":
+            parts = r["timeline_ms"]
+            assert set(parts) == {"onnx", "noise", "step", "join", "planner"}
+            assert min(parts.values()) > -1e-6 and parts["onnx"] > 0
+            assert r["ms_min"] * 0.999 <= sum(parts.values())
     assert out["speedup_per_flop_vs_best"] == min(out[f"speedup_per_flop_vs_{n}"]
                                                   for n in {r["impl"] for r in out["results"]} - {"rtmpc"})
 
