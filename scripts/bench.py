@@ -12,6 +12,8 @@ import importlib
 BENCHES = {
     "planner": (".bench_planner", "time plan() against the FLOP bound and PyTorch baselines "
                                          "(pytorch_mppi when installed)"),
+    "planner-grid": (".bench_planner_grid", "rtmpc bench planner over rows per step x horizon x planner x threads, "
+                                            "at equal work, resumable"),
     "loop": (".bench_loop", "wake-up jitter, deadline misses and plan time of the loop on a wall-clock robot"),
     "activation": (".bench_activation", "what SiLU costs next to a hidden layer's matrix product (the "
                                                "FLOP bound counts it as free)"),

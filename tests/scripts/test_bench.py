@@ -100,3 +100,39 @@ def test_bench_activation_bad_option_is_one_line(capsys):
     assert main(["bench", "activation", "--rows", "0"]) == 2
     err = capsys.readouterr().err
     assert "argument --rows: 0 is out of range: must be >= 1" in err and len(err.strip().splitlines()) == 1
+
+
+def grid(out, *args, timeout=300):
+    return subprocess.run([*RTMPC, "bench", "planner-grid", "--horizons", "2", "--planners", "mppi", "--threads", "1",
+                           "--repeats", "2", "--warmup", "1", "--out", str(out), *args, "--json", "--",
+                           "--hidden", "8", "--layers", "1"], capture_output=True, text=True, timeout=timeout)
+
+
+def test_planner_grid_runs_each_point_once_and_resumes(tmp_path):
+    out = tmp_path / "grid.jsonl"
+    res = grid(out, "--rows", "10")
+    assert res.returncode == 0, res.stderr[-2000:]
+    first = json.loads(res.stdout.strip().splitlines()[-1])
+    assert first["points"] == 1 and first["all_equal_work"] is True
+    assert first["rows"][0]["samples"] == 2 and first["rows"][0]["rtmpc_ms"] > 0
+    # A killed run leaves a torn last line; the next run drops it, keeps the finished point
+    # and runs only the new one.
+    with out.open("a") as f:
+        f.write('{"point": {"planner": "mppi", "ro')
+    res = grid(out, "--rows", "10,20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    second = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [r["rows"] for r in second["rows"]] == [10, 20]
+    assert second["rows"][0] == first["rows"][0]  # the first point was read back, not rerun
+    records = [json.loads(line) for line in out.read_text().splitlines() if not line.endswith('"ro')]
+    assert [r["point"]["rows"] for r in records] == [10, 20]
+    # Nothing left to run: a third run only reads the file back.
+    res = grid(out, "--rows", "10,20")
+    assert res.returncode == 0 and len(out.read_text().splitlines()) == 3
+
+
+def test_planner_grid_bad_rows_is_one_line(tmp_path):
+    res = grid(tmp_path / "g.jsonl", "--rows", "12")
+    assert res.returncode != 0
+    assert "--rows 12 is not a multiple of --particles 5" in res.stderr
+    assert "Traceback" not in res.stderr
