@@ -10,7 +10,10 @@ model's planning graph) are listed apart: their time holds that of the nodes ins
 which are counted in the table.
 
     rtmpc bench ops --model runs/quickstart/model.onnx --rows 300            # PETS: rows per member
-    rtmpc bench ops --model M --rows 512 --dim H=3 --dim n=24 --dim Hp=3     # latent: K, horizon, prior
+    rtmpc bench ops --model M --rows 512 --dim H=3 --dim n=0 --dim Hp=3      # latent: K candidates, horizon
+    rtmpc bench ops --model M --rows 0 --dim n=24 --dim Hp=3 --dim H=3      # latent: the policy-prior call
+
+(The latent graph computes the candidates' returns when n = 0 and the prior when K = 0.)
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ def parse_dims(items: list[str]) -> dict[str, int]:
     dims = {}
     for item in items:
         name, sep, size = item.partition("=")
-        if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
-            raise ConfigError(f"--dim {item!r}: expected NAME=SIZE with SIZE >= 1, e.g. --dim H=3")
+        if not sep or not name.strip() or not size.strip().isdigit():
+            raise ConfigError(f"--dim {item!r}: expected NAME=SIZE with SIZE >= 0, e.g. --dim H=3")
         dims[name.strip()] = int(size)
     return dims
 
