@@ -20,5 +20,5 @@ for stage in STAGES:
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"rtmpc.configs": ["*.yaml"], "rtmpc.sim": ["assets/*.xml"]},
+    package_data={"rtmpc.configs": ["*.yaml"], "rtmpc.sim": ["assets/*.xml"], "rtmpc.scripts": ["reference/*.csv"]},
 )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from rtmpc.configs import Config, param  # noqa: E402
+from rtmpc.configs import Config, ConfigError, param  # noqa: E402
 
 from .base import Env, TaskError, TaskSpec  # noqa: E402
 from .gymenv import GymEnv, from_gymnasium, make_from_factory, make_gym  # noqa: E402
@@ -45,9 +45,28 @@ class TaskConfig(Config):
 
     name: str = param("cartpole-swingup", "task name (rtmpc tasks lists them), a path to an MJCF file, "
                                           "gym:ID (a Gymnasium env) or package.module:factory")
-    action_repeat: int = param(1, "physics control steps per agent step (the model's time step)", ge=1, le=100)
+    action_repeat: int = param(1, "physics control steps per agent step (the model's time step); 0 = by "
+                                  "domain, from action_repeat_by_domain", ge=0, le=100)
+    action_repeat_by_domain: tuple[str, ...] = param((), "with action_repeat 0: DOMAIN=N entries (the domain is "
+                                                         "the name before '-', e.g. cartpole=8) and default=N")
     episode_steps: int = param(0, "agent steps per episode (0 = the task's default)", ge=0)
     cost: CostConfig | None = param(None, "cost section for an MJCF file given as the task name")
+
+    def check(self) -> None:
+        table = {}
+        for entry in self.action_repeat_by_domain:
+            domain, sep, n = entry.partition("=")
+            if not sep or not domain.strip() or not n.strip().isdigit() or not 1 <= int(n) <= 100:
+                raise ConfigError(f"task.action_repeat_by_domain entry {entry!r}: expected DOMAIN=N with N in "
+                                  f"1..100, e.g. cartpole=8 or default=4")
+            table[domain.strip()] = int(n)
+        if self.action_repeat == 0:
+            domain = self.name.split("-", 1)[0]
+            if domain not in table and "default" not in table:
+                raise ConfigError(f"task.action_repeat = 0 (by domain) but task.action_repeat_by_domain has no "
+                                  f"entry for {domain!r} and no default=N: add one, or set task.action_repeat")
+            # Resolved once, here: every consumer (and the run's saved config) sees the number.
+            object.__setattr__(self, "action_repeat", table.get(domain, table.get("default")))
 
 
 def task_names() -> list[str]:

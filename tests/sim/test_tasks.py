@@ -95,3 +95,22 @@ def test_vec_env_steps_and_autoresets():
     assert trunc.all() and all("final_obs" in i for i in infos)
     obs, rew, term, trunc, _ = vec.step(np.zeros((3, 2)))  # auto reset
     assert not trunc.any()
+
+
+def test_action_repeat_by_domain_resolves_once_and_refuses_gaps():
+    from rtmpc.configs import ConfigError
+    from rtmpc.scripts.runconfig import load_run_config
+    from rtmpc.sim import TaskConfig
+
+    table = ("cartpole=8", "walker=2", "default=4")
+    assert TaskConfig(name="walker-walk", action_repeat=0, action_repeat_by_domain=table).action_repeat == 2
+    assert TaskConfig(name="cheetah-run", action_repeat=0, action_repeat_by_domain=table).action_repeat == 4
+    assert TaskConfig(name="walker-walk", action_repeat=3, action_repeat_by_domain=table).action_repeat == 3
+    # The shipped one-config-for-the-suite: TD-MPC's repeats (cartpole 8, walker 2, else 4).
+    repeats = {t: load_run_config("tdmpc", [f"task.name={t}"]).task.action_repeat
+               for t in ("cartpole-balance", "walker-walk", "finger-spin", "ball_in_cup-catch")}
+    assert repeats == {"cartpole-balance": 8, "walker-walk": 2, "finger-spin": 4, "ball_in_cup-catch": 4}
+    with pytest.raises(ConfigError, match="no entry for 'walker' and no default"):
+        TaskConfig(name="walker-walk", action_repeat=0, action_repeat_by_domain=("cartpole=8",))
+    with pytest.raises(ConfigError, match="expected DOMAIN=N"):
+        TaskConfig(name="walker-walk", action_repeat=0, action_repeat_by_domain=("walker=0",))
