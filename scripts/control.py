@@ -72,6 +72,19 @@ def control_config(config_path, overrides, planner_kind):
     return load_run_config(config_path, overrides, extra=extra)
 
 
+def physics_steps_per_tick(servo_hz: float, physics_s: float) -> int:
+    """Physics steps per servo tick in lockstep; a servo period that is no whole number of
+    physics steps is a one-line ConfigError."""
+    from rtmpc.configs import ConfigError
+
+    per_tick = 1.0 / servo_hz / physics_s
+    if abs(per_tick - round(per_tick)) > 1e-6 * per_tick or round(per_tick) < 1:
+        raise ConfigError(f"loop.servo_hz = {servo_hz:g}: the servo period must be a whole number of the task's "
+                          f"physics steps ({physics_s * 1e3:g} ms): choose a servo rate that divides "
+                          f"{1.0 / physics_s:g} Hz")
+    return int(round(per_tick))
+
+
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
                  realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
                  out: Path | None = None, video: str | None = None, stretch_episode: bool = False,
@@ -82,7 +95,6 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
     an in-process SimRobot; the local task only gives the sizes and the bounds.
     """
-    from rtmpc.configs import ConfigError
     from rtmpc.controller import LoopTiming, deploy
     from rtmpc.models.base import ModelError, Policy
     from rtmpc.models.runtime import load_model
@@ -121,11 +133,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     physics_s = model_spec.control_period / repeat
     per_send = repeat
     if cfg.loop.servo_hz and not realtime:  # lockstep: each tick steps the physics a whole number of times
-        per_send = tick_s / physics_s
-        if abs(per_send - round(per_send)) > 1e-6 * per_send or round(per_send) < 1:
-            raise ConfigError(f"loop.servo_hz = {cfg.loop.servo_hz:g}: the servo period must be a whole number of "
-                              f"the task's physics steps ({physics_s * 1e3:g} ms)")
-        per_send = int(round(per_send))
+        per_send = physics_steps_per_tick(cfg.loop.servo_hz, physics_s)
     stepwise = realtime or bool(cfg.loop.servo_hz)
     robot_task = task_cfg.replace(action_repeat=1 if stepwise else repeat,
                                   episode_steps=task_cfg.episode_steps * (repeat if stepwise else 1))

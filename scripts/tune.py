@@ -61,6 +61,10 @@ def add_arguments(p) -> None:
     p.add_argument("--task", help="task name (default: the task stored in the model file)")
     p.add_argument("--rate", type=flags.rate(), help="control rate in Hz (default: the config's loop.rate_hz, else "
                                               "the model's step rate)")
+    p.add_argument("--servo", type=flags.rate(), help="servo rate in Hz (a robot at 100-1000 Hz): trials run the "
+                                               "two-rate loop, and the plan budget is the replanning period "
+                                               "(--rate, default the model's step), not the servo's (default: "
+                                               "the config's loop.servo_hz)")
     p.add_argument("--planner", choices=(*planners.names(), "both"), default="both",
                    help="planner(s) searched (default: all of them)")
     p.add_argument("--trials", type=flags.count(1, 1_000_000), default=20,
@@ -150,7 +154,13 @@ def resolve(args) -> Setup:
     config = config_or_runs(args.config, model.parent)
     base = control_config(config, args.overrides, None)
     base = base.replace(task=base.task.replace(name=task))
+    if args.servo is not None:
+        base = base.replace(loop=base.loop.replace(servo_hz=args.servo))
     period = float(meta.get("control_period", "nan"))
+    if base.loop.servo_hz and math.isfinite(period) and period > 0:  # trials run in lockstep: check it once, here
+        from .control import physics_steps_per_tick
+
+        physics_steps_per_tick(base.loop.servo_hz, period / int(meta.get("action_repeat", 1)))
     if args.rate is None and base.loop.rate_hz is None and not (math.isfinite(period) and period > 0):
         raise ModelError(f"{model} has no control_period in its metadata: pass --rate")
     timing = LoopTiming.resolve(base.loop, 1.0 / period if period > 0 else None, rate_hz=args.rate)
@@ -182,7 +192,8 @@ def evaluation_key(s: Setup) -> dict[str, Any]:
     """What makes two trials comparable; stored in the study and checked when it is resumed."""
     searched = SEARCHED + (("prior_samples",) if uses_prior(s) else ())
     planner = {k: v for k, v in to_dict(s.base.planner).items() if k not in searched}
-    return {"task": s.task, "rate_hz": round(s.rate_hz, 9), "model_sha256": _file_sha256(s.model),
+    return {"task": s.task, "rate_hz": round(s.rate_hz, 9), "servo_hz": s.base.loop.servo_hz,
+            "model_sha256": _file_sha256(s.model),
             "episodes_per_trial": s.episodes, "seed": s.seed, "threads": s.threads,
             "deadline_margin_s": s.base.loop.deadline_margin_s, "planner_fixed": planner,
             "safety_filter": to_dict(s.base.safety), "episode_steps": s.base.task.episode_steps}
@@ -504,7 +515,8 @@ def report(study, s: Setup, out: Path, safety: float, storage_url: str) -> dict:
     elif best_path.exists():
         best_path.unlink()  # a stale best.yaml from another safety factor or rate would mislead
     summary = {"study": study.study_name, "storage": safe_url(storage_url), "task": s.task,
-               "rate_hz": s.rate_hz, "period_ms": 1e3 / s.rate_hz, "budget_ms": s.budget_ms, "safety": safety,
+               "rate_hz": s.rate_hz, "servo_hz": s.base.loop.servo_hz, "period_ms": 1e3 / s.rate_hz,
+               "budget_ms": s.budget_ms, "safety": safety,
                "limit_ms": s.limit_ms, "trials": states, "front": front_rows,
                "best": row(best, s.limit_ms) if best else None,
                "best_yaml": str(best_path) if best else None, "out": str(out)}
@@ -538,7 +550,9 @@ def _json_safe(v: Any) -> Any:
 
 def print_report(summary: dict, out: Path) -> None:
     st = summary["trials"]
-    print(f"{summary['task']} | {summary['rate_hz']:g} Hz | study {summary['study']} | {st['complete']} complete, "
+    servo = f" (servo {summary['servo_hz']:g} Hz)" if summary.get("servo_hz") else ""
+    print(f"{summary['task']} | {summary['rate_hz']:g} Hz{servo} | study {summary['study']} | "
+          f"{st['complete']} complete, "
           f"{st['pruned']} pruned, {st['failed']} failed" + (f", {st['running']} running" if st["running"] else ""))
     print(f"  period {summary['period_ms']:.1f} ms, plan budget {summary['budget_ms']:.1f} ms, accepted p99 "
           f"<= {summary['limit_ms']:.1f} ms (x {summary['safety']:g})")
@@ -572,7 +586,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else s.model.parent / "tune"
     out.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    name = args.study or f"{s.task}-{args.planner}-{s.rate_hz:g}hz"
+    servo = f"-servo{s.base.loop.servo_hz:g}hz" if s.base.loop.servo_hz else ""
+    name = args.study or f"{s.task}-{args.planner}-{s.rate_hz:g}hz{servo}"
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         for noisy in ("rtmpc.controller", "rtmpc.scripts.control"):

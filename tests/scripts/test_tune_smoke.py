@@ -192,3 +192,23 @@ def test_a_base_config_over_the_limit_is_tried_next_with_fewer_iterations(model,
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'study.db'}")
     assert study.trials[1].user_attrs.get("baseline_shrunk") is True
     assert "baseline_shrunk" not in study.trials[2].user_attrs
+
+
+def test_with_a_servo_the_plan_budget_is_the_replanning_period(model, tmp_path):
+    """`--servo HZ`: trials run the two-rate loop at that servo rate, and a plan is budgeted the
+    replanning period (the model's step), not the servo's much shorter tick."""
+    out = tmp_path / "tune"
+    res = rtmpc("tune", "--model", str(model), "--out", str(out), "--planner", "cem", *SMALL_SPACE, "--trials", "1",
+                "--servo", "50", "--json")  # the tiny task's physics step is 20 ms
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["servo_hz"] == 50 and summary["study"].endswith("-servo50hz")
+    assert summary["trials"]["complete"] == 1
+    assert summary["period_ms"] > 20.0  # the model's step, not the servo's 20 ms tick
+    assert summary["budget_ms"] == pytest.approx(0.9 * summary["period_ms"])  # the default 10% deadline margin
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["loop"]["servo_hz"] == 50  # what `rtmpc control --config best.yaml` will run
+    # A servo period that is no whole number of physics steps cannot run in lockstep: refused up front.
+    bad = rtmpc("tune", "--model", str(model), "--out", str(tmp_path / "bad"), "--planner", "cem", "--trials", "1",
+                "--servo", "30")
+    assert bad.returncode == 2 and "whole number of the task's physics steps" in bad.stderr.strip().splitlines()[-1]
