@@ -49,6 +49,7 @@ def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: n
     run_dir: where telemetry and ``telemetry.png`` go (None: nothing written). The robot is
     closed at the end, whatever happens.
     """
+    from rtmpc.controller.mcap_log import records_from_mcap
     from rtmpc.controller.plot import plot_episode
 
     if loop.servo_hz:
@@ -75,7 +76,11 @@ def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: n
         robot.close()
     records = control.telemetry.records()
     if run_dir is not None and records["cycle"].size:
-        png = plot_episode(records, Path(run_dir) / "telemetry.png", obs_names=obs_names, action_low=action_low,
+        # The plot is drawn from the MCAP file when the run streamed one: it holds every cycle,
+        # also those a run longer than the ring no longer has in memory.
+        drawn = records_from_mcap(summary["mcap"]) if summary.get("mcap") else records
+        png = plot_episode(drawn if drawn["cycle"].size else records, Path(run_dir) / "telemetry.png",
+                           obs_names=obs_names, action_low=action_low,
                            action_high=action_high, budget_s=summary.get("budget_s"),
                            title=f"{title}: return {summary['episode_return']:.1f}, {summary['misses']} misses in "
                                  f"{summary['cycles']} cycles")

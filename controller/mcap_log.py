@@ -30,7 +30,7 @@ from pathlib import Path
 from rtmpc.controller.safety import kinds_of
 from rtmpc.controller.telemetry import SOURCES, Telemetry
 
-__all__ = ["McapStream", "unique_path", "read_cycles", "CHANNEL"]
+__all__ = ["McapStream", "unique_path", "read_cycles", "records_from_mcap", "CHANNEL"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +156,27 @@ def read_cycles(path: str | Path) -> list[dict]:
         except (McapError, EOFError, ValueError, json.JSONDecodeError):
             pass  # the end of what reached the disk
     return out
+
+
+def records_from_mcap(path: str | Path) -> dict:
+    """The telemetry columns :func:`controller.plot.plot_episode` draws (scheduled, obs,
+    action, source, reward, plan_s, missed, cycle), read back from an MCAP file: every cycle
+    the run streamed, also those a long run's ring no longer holds (NaN where a value was not
+    finite)."""
+    import numpy as np
+
+    cycles = read_cycles(path)
+
+    def num(v) -> float:
+        return float("nan") if v is None else float(v)
+
+    def rows(key: str) -> np.ndarray:
+        return np.array([[num(v) for v in c[key].values()] for c in cycles], dtype=float).reshape(len(cycles), -1)
+
+    return {"cycle": np.array([c["cycle"] for c in cycles], dtype=np.int64),
+            "scheduled": np.array([num(c["scheduled"]) for c in cycles]),
+            "obs": rows("obs"), "action": rows("action"),
+            "source": np.array([SOURCES.index(c["source"]) for c in cycles], dtype=np.int8),
+            "reward": np.array([num(c["reward"]) for c in cycles]),
+            "plan_s": np.array([num(c["plan_ms"]) / 1e3 for c in cycles]),
+            "missed": np.array([bool(c["missed"]) for c in cycles], dtype=bool)}

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from controller_fakes import FakeClock, FakePlanner, FakeRobot
 from rtmpc.controller import ControlLoop, LoopConfig, MonotonicClock, SafetyConfig, SafetyFilter
-from rtmpc.controller.mcap_log import read_cycles
+from rtmpc.controller.mcap_log import read_cycles, records_from_mcap
 
 
 def run_loop(tmp_path, cycles, clock=None, **loop):
@@ -34,6 +34,11 @@ def test_every_cycle_is_in_the_mcap_file_even_past_the_ring(tmp_path):
     for c, a, o in zip(cycles[-64:], r["action"], r["obs"]):
         assert c["action"]["force"] == a[0] and [c["obs"]["cart"], c["obs"]["pole"]] == o.tolist()
     assert cycles[5]["source"] in ("plan", "fallback", "safe") and isinstance(cycles[5]["safety"], list)
+    # The plot's columns read back from the file: all 300 cycles, the ring's 64 equal to memory.
+    back = records_from_mcap(summary["mcap"])
+    assert back["cycle"].tolist() == list(range(300)) and back["obs"].shape == (300, 2)
+    for key in ("obs", "action", "source", "missed", "scheduled", "plan_s", "reward"):
+        np.testing.assert_allclose(back[key][-64:], r[key], rtol=1e-12, err_msg=key)
 
 
 def test_a_second_run_gets_its_own_file_and_the_stream_can_be_off(tmp_path):
