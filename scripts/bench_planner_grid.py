@@ -10,7 +10,9 @@ the ensemble per step.
 Each point's JSON line is appended to ``--out`` as it finishes; a second run with the same
 ``--out`` skips the points already there (resume after a stop). Ends with a table (plan
 ms of rtmpc and of each baseline, rtmpc's fraction of the FLOP bound, its per-FLOP speedup
-over each baseline and over the best of them) and, with ``--json``, one summary line.
+over each baseline and over the best of them, and the *ceiling*: the most any planner could be
+ahead of the best baseline, 1 / that baseline's fraction of the FLOP bound, since no plan
+takes less than the bound) and one summary JSON line.
 
     rtmpc bench planner-grid --rows 250,750,2500,5000 --horizons 3,12,30 --planners mppi,cem \\
         --threads 1,2 --out runs/bench/planner_grid.jsonl
@@ -129,12 +131,18 @@ def row(point: dict, bench: dict) -> dict:
         out[f"vs_{name}"] = bench.get(f"speedup_per_flop_vs_{name}")
     out["vs_best"] = bench.get("speedup_per_flop_vs_best")
     out["best_baseline"] = bench.get("best_baseline")
+    # The most any planner could be ahead of the best baseline: a plan takes at least the FLOP
+    # bound, so the lead is at most (best baseline's time) / bound = 1 / its bound fraction.
+    best = by_impl.get(out["best_baseline"] or "", {})
+    out["best_baseline_fraction"] = best.get("bound_fraction")
+    out["ceiling"] = 1.0 / best["bound_fraction"] if best.get("bound_fraction") else None
     return out
 
 
 COLUMNS = [("planner", "s"), ("rows", "d"), ("horizon", "d"), ("threads", "d"), ("rtmpc_ms", ".2f"),
            ("torch-bmm_ms", ".2f"), ("torch_ms", ".2f"), ("pytorch_mppi_ms", ".2f"), ("bound_fraction", ".2f"),
-           ("vs_torch-bmm", ".2f"), ("vs_torch", ".2f"), ("vs_pytorch_mppi", ".2f"), ("vs_best", ".2f")]
+           ("vs_torch-bmm", ".2f"), ("vs_torch", ".2f"), ("vs_pytorch_mppi", ".2f"), ("vs_best", ".2f"),
+           ("ceiling", ".2f")]
 
 
 def run(args) -> int:
