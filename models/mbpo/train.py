@@ -269,7 +269,7 @@ def _load_model_buffer(buf: ModelBuffer, path) -> None:
 
 def train_mbpo(run: RunDir, make_env, cfg: MBPOConfig, *, seed: int = 0, resume: bool = False) -> list[dict]:
     """Run (or resume) MBPO in ``run`` for ``cfg.total_steps`` env steps; the metrics rows of this call."""
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.torch_threads)
     run.make()
     env = make_env()
     spec = env.spec
