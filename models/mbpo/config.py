@@ -108,7 +108,7 @@ class MBPOConfig(Config):
             raise ConfigError(f"rollout_schedule = {list(self.rollout_schedule)}: want [epoch_a, epoch_b, k_a, k_b] "
                               f"with 0 <= epoch_a <= epoch_b and 1 <= k_a, k_b <= 1000")
         if self.elites > self.model.members:
-            raise ConfigError(f"elites = {self.elites} is more than model.members = {self.model.members}: "
+            raise ConfigError(f"elites = {self.elites} is more than mbpo.model.members = {self.model.members}: "
                               f"lower elites or add members")
         if not self.model.learned_reward:
             raise ConfigError("model.learned_reward is off: MBPO's rollouts need the model's reward; set it true")

@@ -353,4 +353,5 @@ def commit(run: RunDir, commits: Manifest, agent: MBPOAgent, history: list[dict]
     commits.commit(step, files, {"env_steps": row["env_steps"], "evaluations": step,
                                  "rng": agent.rng.bit_generator.state}, keep=("best_actor",))
     write_csv(run.metrics, history)
-    plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"MBPO on {agent.spec.name}")
+    plot_learning_curve(run.metrics, run.file("learning_curve.png"), f"MBPO on {agent.spec.name}",
+                        panels=("rollout_length", "sac_updates_per_s", "model_transitions_per_s"))
