@@ -160,3 +160,27 @@ def test_a_seeded_tiny_run_is_reproducible(tmp_path):
     assert rows_a != rows_c and not np.array_equal(act_a, act_c)  # the seed matters
     header = set(read_csv(tmp_path / "a" / "metrics.csv")[0])
     assert {"eval_return", "rollout_length", "sac_updates_per_s", "model_transitions_per_s"} <= header
+
+
+def test_one_onnx_step_is_each_rows_member_sample_of_the_pytorch_ensemble(tmp_path):
+    from rtmpc.models.pets.ensemble import select_members
+
+    agent = _agent(tmp_path)
+    step = agent.step_fn
+    elite = select_members(agent.ensemble, agent.elites)
+    n, e = 7, step.members  # 7 rows on 2 members: shares of 4, the last padded
+    obs = np.random.default_rng(5).standard_normal((n, 3)).astype(np.float32)
+    act = np.random.default_rng(6).uniform(-1, 1, (n, 2)).astype(np.float32)
+    replay = np.random.default_rng(11)
+    step.rng = np.random.default_rng(11)
+    next_obs, reward = step.step(obs, act)
+    order = replay.permutation(n)
+    noise = replay.standard_normal((e, 4, 4), dtype=np.float32)
+    with torch.no_grad():
+        dm, dlv, rm, rlv = elite.predict(torch.from_numpy(obs).expand(e, n, 3), torch.from_numpy(act).expand(e, n, 2))
+    for slot, row in enumerate(order):
+        member, j = divmod(slot, 4)
+        want = obs[row] + dm[member, row].numpy() + np.exp(0.5 * dlv[member, row].numpy()) * noise[member, j, :3]
+        want_r = rm[member, row].item() + np.exp(0.5 * rlv[member, row].item()) * noise[member, j, 3]
+        np.testing.assert_allclose(next_obs[row], want, rtol=1e-4, atol=1e-4)
+        assert abs(reward[row] - want_r) < 1e-3
