@@ -112,8 +112,6 @@ class MBPOConfig(Config):
                               f"lower elites or add members")
         if not self.model.learned_reward:
             raise ConfigError("model.learned_reward is off: MBPO's rollouts need the model's reward; set it true")
-        if self.real_ratio < 1.0 and self.updates_per_step and self.rollout_batch < 1:
-            raise ConfigError("rollout_batch must be >= 1 when real_ratio < 1")
 
     def rollout_length(self, epoch: int) -> int:
         """k at ``epoch`` (MBPO's schedule: ``k_a`` until epoch a, linear to ``k_b`` at epoch b, then ``k_b``)."""
