@@ -23,6 +23,7 @@ FAMILIES: dict[str, str] = {
     "pets": "rtmpc.models.pets",
     "latent": "rtmpc.models.tdmpc",
     "dynaq": "rtmpc.models.dynaq",
+    "mbpo": "rtmpc.models.mbpo",
 }
 
 

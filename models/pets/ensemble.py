@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["EnsembleLinear", "ProbabilisticEnsemble", "FitResult", "fit_ensemble", "Transitions",
-           "save_ensemble", "load_ensemble"]
+           "save_ensemble", "load_ensemble", "elite_members", "select_members"]
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,9 @@ class FitResult:
     """Outcome of one :func:`fit_ensemble`. Gaussian NLL per output dimension (constant
     included) and MSE, both in normalised target units, averaged over members; train_*
     over the last epoch's minibatches, val_* of the kept (best) members on the held-out
-    split (on a training sample when there is none). history: one stats dict per epoch."""
+    split (on a training sample when there is none). history: one stats dict per epoch.
+    val_mse_members: each member's validation MSE (E,), what MBPO picks its elites by
+    (:func:`elite_members`)."""
 
     train_nll: float
     train_mse: float
@@ -231,6 +233,7 @@ class FitResult:
     best_epoch: tuple[int, ...]
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    val_mse_members: tuple[float, ...] = ()
 
 
 def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -347,11 +350,37 @@ def fit_ensemble(model: ProbabilisticEnsemble, data: Transitions, cfg: TrainConf
     result = FitResult(train_nll=train_nll, train_mse=train_mse, val_nll=float(val_nll_m.mean()),
                        val_mse=float(val_mse_m.mean()), epochs=epoch, updates=updates,
                        best_epoch=tuple(best_epoch) if n_val else (epoch,) * e,
-                       seconds=time.perf_counter() - t0, history=history)
+                       seconds=time.perf_counter() - t0, history=history,
+                       val_mse_members=tuple(float(v) for v in val_mse_m))
     log.info("fit %d transitions (%d held out): %d epochs, %d updates, val nll %.4f mse %.4f, %.1fs",
              n, n_val, epoch, updates, result.val_nll, result.val_mse, result.seconds)
     return result
 
+
+
+def elite_members(fit: FitResult, elites: int) -> tuple[int, ...]:
+    """The ``elites`` members with the lowest validation MSE of ``fit``, in member order
+    (MBPO, Janner et al. 2019, app. C: 7 members trained, the 5 best on held-out data used)."""
+    mse = np.asarray(fit.val_mse_members, np.float64)
+    if not 1 <= elites <= mse.size:
+        raise ValueError(f"elites = {elites} must be in 1..{mse.size} (the members fitted)")
+    return tuple(sorted(int(m) for m in np.argsort(mse, kind="stable")[:elites]))
+
+
+def select_members(model: ProbabilisticEnsemble, members) -> ProbabilisticEnsemble:
+    """A new ensemble of ``model``'s ``members`` (indices) only, weights, bounds and normalisers
+    copied: what is exported when only the elites are rolled out."""
+    idx = [int(m) for m in members]
+    if not idx or any(not 0 <= m < model.members for m in idx) or len(set(idx)) != len(idx):
+        raise ValueError(f"members {idx} must be distinct indices in 0..{model.members - 1}")
+    sub = ProbabilisticEnsemble(model.obs_dim, model.act_dim, model.cfg.replace(members=len(idx), particles=0))
+    index = torch.as_tensor(idx)
+    with torch.no_grad():
+        for p_sub, p in zip(sub.parameters(), model.parameters(), strict=True):
+            p_sub.copy_(p[index])
+        for b_sub, b in zip(sub.buffers(), model.buffers(), strict=True):
+            b_sub.copy_(b)
+    return sub.eval()
 
 
 def save_ensemble(model: ProbabilisticEnsemble, path: str | os.PathLike) -> Path:

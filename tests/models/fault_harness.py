@@ -45,7 +45,7 @@ TIMING = ("seconds", "fit_s", "wall_s", "export_s", "updates_per_s")
 
 
 def _timing(column: str) -> bool:
-    return column in TIMING or "_ms" in column
+    return column in TIMING or "_ms" in column or column.endswith("_s")  # fit_s, sac_updates_per_s, ...
 
 
 def fork(fn) -> int:

@@ -1,0 +1,186 @@
+"""MBPO's parts on toy problems with known answers: SAC alone, the branched rollouts through the
+ONNX ensemble and their schedule, the real/model mix, the actor's export, a seeded tiny run."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from rtmpc.configs import ConfigError
+from rtmpc.configs.rundir import RunDir, read_csv
+from rtmpc.models.mbpo.config import MBPOConfig, SACConfig
+from rtmpc.models.mbpo.rollout import ModelBuffer
+from rtmpc.models.mbpo.sac import SAC
+from rtmpc.models.mbpo.train import MBPOAgent, export_actor
+
+
+def _spec(obs_dim=3, act_dim=2, low=(-1.0, -1.0), high=(1.0, 1.0)):
+    return SimpleNamespace(name="toy", obs_dim=obs_dim, act_dim=act_dim, action_low=np.array(low, np.float32),
+                           action_high=np.array(high, np.float32), control_period=0.1, action_repeat=1,
+                           episode_steps=10, n_actions=0)
+
+
+def _point_returns(sac: SAC, starts=(-1.0, -0.5, 0.5, 1.0), steps: int = 10) -> float:
+    """Mean deterministic return on the 1-D point: x' = clip(x + 0.25 a, -2, 2), reward -x'^2."""
+    total = 0.0
+    for x0 in starts:
+        x = x0
+        for _ in range(steps):
+            a = float(sac.act(np.array([[x]], np.float32), deterministic=True)[0, 0])
+            x = float(np.clip(x + 0.25 * a, -2, 2))
+            total -= x * x
+    return total / len(starts)
+
+
+def test_sac_alone_moves_a_1d_point_to_its_target():
+    # Optimal mean return over the starts is -0.47 (x0 = 1: -0.875, 0.5: -0.0625); doing nothing
+    # scores -6.25 and uniform random actions about -6.3. SAC must reach better than -1.5.
+    torch.manual_seed(0)
+    cfg = SACConfig(hidden=(32, 32), lr=3e-3, gamma=0.9, batch_size=64, init_alpha=0.05)
+    sac = SAC(1, 1, [-1.0], [1.0], cfg, seed=0)
+    rng = np.random.default_rng(0)
+    before = _point_returns(sac)
+    obs, act, rew, nxt = [], [], [], []
+    x = rng.uniform(-1, 1)
+    for t in range(1500):
+        a = rng.uniform(-1, 1) if t < 200 else float(sac.act(np.array([[x]], np.float32))[0, 0])
+        x2 = float(np.clip(x + 0.25 * a, -2, 2))
+        obs.append([x]), act.append([a]), rew.append(-x2 * x2), nxt.append([x2])
+        x = x2 if (t + 1) % 10 else rng.uniform(-1, 1)
+        if t >= 200:
+            i = rng.integers(0, len(obs), cfg.batch_size)
+            sac.update(*(torch.tensor(np.asarray(v, np.float32)[i]) for v in (obs, act, rew, nxt)),
+                       torch.zeros(cfg.batch_size))
+    after = _point_returns(sac)
+    assert before < -3.0 and after > -1.5, (before, after)
+
+
+def _agent(tmp_path, **changes) -> MBPOAgent:
+    cfg = MBPOConfig().replace(**{"rollout_batch": 40, "epoch_length": 10, "rollout_schedule": (1, 4, 1, 4),
+                                  "rollout_every": 10, "retain_steps": 20, "threads": 1, **changes})
+    cfg = cfg.replace(model=cfg.model.replace(members=3, hidden=16, layers=2), elites=2,
+                      fit=cfg.fit.replace(epochs=2), sac=cfg.sac.replace(hidden=(16,), batch_size=200),
+                      parity_samples=16)
+    agent = MBPOAgent(_spec(), cfg, seed=0)
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        o = rng.standard_normal(3).astype(np.float32)
+        a = rng.uniform(-1, 1, 2).astype(np.float32)
+        agent.real.add(o, a, float(rng.standard_normal()), o + 0.1 * rng.standard_normal(3), False, i // 20)
+    agent.fit_model(RunDir(tmp_path))
+    return agent
+
+
+@pytest.mark.parametrize("epoch, k", [(0, 1), (1, 1), (2, 2), (3, 3), (4, 4), (9, 4)])
+def test_branched_rollouts_start_from_buffer_states_with_the_scheduled_length(tmp_path, epoch, k):
+    agent = _agent(tmp_path)
+    assert len(agent.elites) == 2 and (tmp_path / "ensemble.onnx").is_file()
+    agent.agent_steps = epoch * agent.cfg.epoch_length
+    agent.rollout()
+    buf, n = agent.model_buf, agent.cfg.rollout_batch
+    assert agent.k == k and len(buf) == n * k and buf.capacity == n * k * 2  # 2 rounds retained
+    obs, _, _, next_obs, done = buf._ordered()
+    real = {tuple(r) for r in agent.real.obs}
+    assert all(tuple(r) in real for r in obs[:n])  # every rollout branches from a real state
+    for t in range(1, k):  # and goes on from its own prediction
+        np.testing.assert_array_equal(obs[t * n:(t + 1) * n], next_obs[(t - 1) * n:t * n])
+    assert not done.any() and np.isfinite(next_obs).all()
+    assert agent.step_fn.transitions == n * k
+
+
+def test_the_model_buffer_keeps_the_newest_rows_when_resized():
+    buf = ModelBuffer(1, 1, 5)
+    for i in range(7):
+        buf.add(*(np.full((1, 1), i, np.float32),) * 2, np.full(1, i, np.float32), np.full((1, 1), i, np.float32),
+                np.zeros(1, np.float32))
+    assert sorted(buf.reward.tolist()) == [2, 3, 4, 5, 6]
+    buf.resize(3)
+    assert buf._ordered()[2].tolist() == [4, 5, 6]
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.5])
+def test_the_real_model_ratio_holds_in_sampled_batches(tmp_path, ratio):
+    agent = _agent(tmp_path, real_ratio=ratio)
+    agent.real._reward[: len(agent.real)] = 1000.0  # real rows marked
+    b = agent.cfg.sac.batch_size
+    assert float((agent.batch()[2] == 1000.0).sum()) == b  # no model rows yet: all real
+    agent.rollout()
+    assert not np.any(agent.model_buf.reward[: len(agent.model_buf)] == 1000.0)
+    counts = [int((agent.batch()[2] == 1000.0).sum()) for _ in range(5)]
+    assert counts == [round(ratio * b)] * 5, counts
+
+
+def test_actor_export_matches_pytorch_within_bounds(tmp_path):
+    from rtmpc.models.common.policy import load_policy
+
+    spec = _spec(obs_dim=4, act_dim=2, low=(-2.0, 0.0), high=(2.0, 1.0))
+    sac = SAC(4, 2, spec.action_low, spec.action_high, SACConfig(hidden=(32, 32)), seed=3)
+    obs = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32) * 3
+    err = export_actor(sac.actor, tmp_path / "model.onnx", spec, check_obs=obs)
+    assert err <= 1e-4
+    policy = load_policy(tmp_path / "model.onnx")
+    assert policy.dims.kind == "mbpo" and policy.state_shapes == []
+    want = sac.act(obs, deterministic=True)
+    got = np.stack([policy.act(o, ())[0] for o in obs])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.all(got >= spec.action_low) and np.all(got <= spec.action_high)
+    assert np.ptp(got, axis=0).min() > 1e-3  # the actions depend on the observation
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="elites = 9"):
+        MBPOConfig(elites=9)
+    with pytest.raises(ConfigError, match="rollout_schedule"):
+        MBPOConfig(rollout_schedule=(5, 2, 1, 3))
+    assert [MBPOConfig(rollout_schedule=(20, 100, 1, 15)).rollout_length(e) for e in (0, 20, 60, 100, 500)] == \
+        [1, 1, 8, 15, 15]
+
+
+def _tiny_run(out, seed: int) -> tuple[list[dict], np.ndarray]:
+    from rtmpc.models import registry
+    from rtmpc.models.common.policy import load_policy
+    from rtmpc.scripts.train import train_run
+
+    torch.set_num_threads(1)
+    train_run("mbpo_cartpole", out=out, overrides=list(registry.family("mbpo").SMOKE_OVERRIDES), seed=seed)
+    timing = lambda k: k.endswith("_s") or k == "seconds"  # noqa: E731
+    rows = [{k: v for k, v in r.items() if not timing(k)} for r in read_csv(out / "metrics.csv")]
+    policy = load_policy(out / "model.onnx")
+    obs = np.random.default_rng(0).standard_normal((8, policy.dims.obs_dim))
+    return rows, np.stack([policy.act(o, ())[0] for o in obs])
+
+
+def test_a_seeded_tiny_run_is_reproducible(tmp_path):
+    rows_a, act_a = _tiny_run(tmp_path / "a", seed=0)
+    rows_b, act_b = _tiny_run(tmp_path / "b", seed=0)
+    rows_c, act_c = _tiny_run(tmp_path / "c", seed=1)
+    assert rows_a == rows_b and np.array_equal(act_a, act_b)
+    assert rows_a != rows_c and not np.array_equal(act_a, act_c)  # the seed matters
+    header = set(read_csv(tmp_path / "a" / "metrics.csv")[0])
+    assert {"eval_return", "rollout_length", "sac_updates_per_s", "model_transitions_per_s"} <= header
+
+
+def test_one_onnx_step_is_each_rows_member_sample_of_the_pytorch_ensemble(tmp_path):
+    from rtmpc.models.pets.ensemble import select_members
+
+    agent = _agent(tmp_path)
+    step = agent.step_fn
+    elite = select_members(agent.ensemble, agent.elites)
+    n, e = 7, step.members  # 7 rows on 2 members: shares of 4, the last padded
+    obs = np.random.default_rng(5).standard_normal((n, 3)).astype(np.float32)
+    act = np.random.default_rng(6).uniform(-1, 1, (n, 2)).astype(np.float32)
+    replay = np.random.default_rng(11)
+    step.rng = np.random.default_rng(11)
+    next_obs, reward = step.step(obs, act)
+    order = replay.permutation(n)
+    noise = replay.standard_normal((e, 4, 4), dtype=np.float32)
+    with torch.no_grad():
+        dm, dlv, rm, rlv = elite.predict(torch.from_numpy(obs).expand(e, n, 3), torch.from_numpy(act).expand(e, n, 2))
+    for slot, row in enumerate(order):
+        member, j = divmod(slot, 4)
+        want = obs[row] + dm[member, row].numpy() + np.exp(0.5 * dlv[member, row].numpy()) * noise[member, j, :3]
+        want_r = rm[member, row].item() + np.exp(0.5 * rlv[member, row].item()) * noise[member, j, 3]
+        np.testing.assert_allclose(next_obs[row], want, rtol=1e-4, atol=1e-4)
+        assert abs(reward[row] - want_r) < 1e-3
