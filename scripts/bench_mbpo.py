@@ -69,10 +69,10 @@ def main(argv=None) -> int:
         p.error(f"--rows {args.rows}: every N must be >= 1")
 
     import torch
+    from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+    from rtmpc.models.common.ensemble_config import EnsembleConfig
+    from rtmpc.models.common.ensemble_export import export_onnx
     from rtmpc.models.mbpo.rollout import EnsembleStep
-    from rtmpc.models.pets.config import EnsembleConfig
-    from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
-    from rtmpc.models.pets.export import export_onnx
     from rtmpc.models.runtime import open_session
 
     torch.set_num_threads(args.threads)

@@ -84,7 +84,7 @@ def add_arguments(p) -> None:
     g.add_argument("--activation", default="silu", choices=("silu", "relu", "tanh"))
     g.add_argument("--particles", type=int, default=0, help="particles per candidate P (0: one per member)")
     g.add_argument("--layout", default="members", choices=("members", "batched"),
-                   help="ONNX graph layout (models.pets.export.LAYOUTS)")
+                   help="ONNX graph layout (models.common.ensemble_export.LAYOUTS)")
     g = p.add_argument_group("planner")
     g.add_argument("--planner", default="mppi", choices=planners.names())
     g.add_argument("--samples", type=flags.count(2, 1_000_000), default=None,

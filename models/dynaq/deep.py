@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from rtmpc.configs import ConfigError, to_dict
 from rtmpc.models.common.buffer import ReplayBuffer
-from rtmpc.models.pets.ensemble import EnsembleLinear
+from rtmpc.models.common.ensemble import EnsembleLinear
 from torch import nn
 from torch.nn import functional as F
 

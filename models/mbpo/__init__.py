@@ -1,15 +1,17 @@
 """MBPO: short branched model rollouts train a SAC actor (Janner et al. 2019, "When to Trust Your Model").
 
-A PETS ensemble (7 members, 5 elites by validation MSE; :mod:`rtmpc.models.pets.ensemble`) is fitted
+A PETS ensemble (7 members, 5 elites by validation MSE; :mod:`rtmpc.models.common.ensemble`) is fitted
 every few hundred steps and exported to ONNX; k-step rollouts branched from real states run through
 that file in ONNX Runtime (:mod:`.rollout`); SAC (:mod:`.sac`) trains on batches of 5% real and 95%
 model transitions (:mod:`.train`). The actor's deterministic policy is exported as an rtmpc policy
 file (kind ``mbpo``) and deployed by ``rtmpc control`` like any planner. The family's entry points
 (:class:`rtmpc.models.base.Family`); this package imports neither torch nor the simulator.
 
-MBPO reuses the PETS family's ensemble, exporter and config classes (``rtmpc.models.pets``): one
-model and one ONNX format for both families rather than a copy. The ensemble's ``rtmpc analyze``
-runs on ``RUN/ensemble.onnx`` (a PETS file of the elites).
+MBPO shares the probabilistic ensemble, its exporter and its config classes with PETS through
+``rtmpc.models.common`` (``ensemble``, ``ensemble_export``, ``ensemble_config``): one model and one
+ONNX format (``kind = "pets"``) for both families rather than a copy, and no family imports
+another's. The ensemble's ``rtmpc analyze`` runs on ``RUN/ensemble.onnx`` (a PETS file of the
+elites).
 """
 
 from __future__ import annotations

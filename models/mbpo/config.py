@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rtmpc.configs import Config, ConfigError, param
-from rtmpc.models.pets.config import EnsembleConfig, TrainConfig
+from rtmpc.models.common.ensemble_config import EnsembleConfig, TrainConfig
 
 __all__ = ["SACConfig", "MBPOModelConfig", "MBPOFitConfig", "MBPOConfig"]
 

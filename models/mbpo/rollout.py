@@ -1,6 +1,6 @@
 """MBPO's branched rollouts through the exported ONNX ensemble, and the model buffer. No torch.
 
-The ensemble file is PETS's (:func:`rtmpc.models.pets.export.export_onnx`, ``kind = "pets"``,
+The ensemble file is PETS's (:func:`rtmpc.models.common.ensemble_export.export_onnx`, ``kind = "pets"``,
 graph ``obs [E, N, O], act [E, N, A] -> delta_mean, delta_std [E, N, O], reward_mean,
 reward_std [E, N]``) holding MBPO's elites only, opened by :func:`rtmpc.models.runtime.open_session`
 as every planner's model is. :class:`EnsembleStep` predicts one step for N rows, each row on

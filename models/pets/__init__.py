@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from rtmpc.models.common.ensemble_config import EnsembleConfig, TrainConfig
+
+from .config import PETSLoopConfig
 
 NAME = "pets"
 SECTIONS = {"model": (EnsembleConfig, "the probabilistic ensemble (kind: pets)"),
@@ -41,10 +43,9 @@ def train_model(run_dir, cfg, *, make_env, make_planner, resume: bool = False) -
 def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, str],
            precision: str = "fp32") -> dict[str, Any]:
     from rtmpc.models.common.commit import committed_file
+    from rtmpc.models.common.ensemble import load_ensemble
+    from rtmpc.models.common.ensemble_export import check_parity, export_onnx
     from rtmpc.models.common.fileio import PARITY_ATOL, PARITY_RTOL
-
-    from .ensemble import load_ensemble
-    from .export import check_parity, export_onnx
 
     model = load_ensemble(committed_file(run_dir, "ensemble", "checkpoints/ensemble.pt"))
     export_onnx(model, out, action_low=spec.action_low, action_high=spec.action_high, gamma=cfg.pets.gamma,

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble
 from rtmpc.models.common.torch_planner import TorchPlanner
-
-from .ensemble import ProbabilisticEnsemble
 
 __all__ = ["PETSTorchPlanner", "PETSBmmPlanner", "PytorchMPPI", "pytorch_mppi_available", "setup",
            "resolve_defaults", "OPTIONS", "DEFAULTS"]
@@ -65,10 +64,10 @@ class PETSBmmPlanner(TorchPlanner):
     layer over ``[E, M, .]`` into preallocated outputs, the activation in place, noise
     drawn into a preallocated tensor; weights with the normalisers folded in and the
     head's softplus-free standard deviation, taken from the exported graph's own module
-    (:class:`rtmpc.models.pets.export._MemberGraph`), so it computes the same function."""
+    (:class:`rtmpc.models.common.ensemble_export._MemberGraph`), so it computes the same function."""
 
     def __init__(self, ensemble, **kw) -> None:
-        from .export import _MemberGraph
+        from rtmpc.models.common.ensemble_export import _MemberGraph
 
         super().__init__(ensemble, **kw)
         if not ensemble.cfg.learned_reward:
@@ -190,13 +189,12 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
     on it (rtmpc per mode, int8 when asked, the torch baselines) and its plan's GEMMs."""
     import numpy as np
     from rtmpc.configs import ConfigError
+    from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+    from rtmpc.models.common.ensemble_config import EnsembleConfig
+    from rtmpc.models.common.ensemble_export import check_parity, export_onnx
     from rtmpc.models.runtime import load_model
     from rtmpc.planners import make_planner
     from rtmpc.planners.bench import BenchImpl, mlp_shapes, plan_evaluations, plan_flops, planner_config
-
-    from .config import EnsembleConfig
-    from .ensemble import ProbabilisticEnsemble
-    from .export import check_parity, export_onnx
 
 
     e, o, a = args.ensemble, args.obs_dim, args.act_dim

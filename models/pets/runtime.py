@@ -77,7 +77,7 @@ import numpy as np
 import onnxruntime as ort
 from numba import njit
 from rtmpc.models.base import ModelDims, ModelError, RolloutModel, meta_size, meta_value
-from rtmpc.models.pets.config import check_propagation
+from rtmpc.models.common.ensemble_config import check_propagation
 from rtmpc.models.runtime import open_onnx
 
 from . import DISABLED_OPTIMIZERS

@@ -32,12 +32,13 @@ from rtmpc.models.base import ModelError
 from rtmpc.models.common.buffer import ReplayBuffer
 from rtmpc.models.common.commit import Manifest
 from rtmpc.models.common.curves import plot_learning_curve
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble, fit_ensemble, load_ensemble, save_ensemble
+from rtmpc.models.common.ensemble_config import EnsembleConfig, TrainConfig
+from rtmpc.models.common.ensemble_export import check_parity, export_onnx
 from rtmpc.models.common.episodes import collect_episode
 from rtmpc.models.runtime import load_model
 
-from .config import EnsembleConfig, PETSLoopConfig, TrainConfig
-from .ensemble import ProbabilisticEnsemble, fit_ensemble, load_ensemble, save_ensemble
-from .export import check_parity, export_onnx
+from .config import PETSLoopConfig
 
 log = logging.getLogger(__name__)
 

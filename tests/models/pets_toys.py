@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from rtmpc.models.common.buffer import ReplayBuffer
-from rtmpc.models.pets.config import EnsembleConfig
-from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.ensemble_config import EnsembleConfig
 
 SMALL = EnsembleConfig(members=5, hidden=32, layers=2)
 

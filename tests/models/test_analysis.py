@@ -185,7 +185,7 @@ def test_pets_predictor_mean_and_compounding_disagreement(tmp_path):
     mean (expectation) the spread stays one step's."""
     torch = pytest.importorskip("torch")
     from pets_toys import constant_ensemble
-    from rtmpc.models.pets.export import export_onnx
+    from rtmpc.models.common.ensemble_export import export_onnx
 
     torch.set_num_threads(1)
     deltas = np.array([[-1.0, 0.5], [0.0, 0.5], [1.0, 0.5], [2.0, 0.5], [3.0, 0.5]])

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from rtmpc.models.base import ModelError
-from rtmpc.models.pets.ensemble import load_ensemble
+from rtmpc.models.common.ensemble import load_ensemble
 from rtmpc.models.tdmpc.config import LatentTrainConfig
 from rtmpc.models.tdmpc.model import load_latent, load_latent_learner
 
@@ -69,9 +69,9 @@ def _with_meta(src, dst, **changes):
 @pytest.mark.parametrize("key,value", [("members", 10**9), ("obs_dim", 0), ("particles", 10**8), ("act_dim", -1)])
 def test_pets_metadata_sizes_are_bounded(tmp_path, key, value):
     import numpy as np
-    from rtmpc.models.pets.config import EnsembleConfig
-    from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
-    from rtmpc.models.pets.export import export_onnx
+    from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+    from rtmpc.models.common.ensemble_config import EnsembleConfig
+    from rtmpc.models.common.ensemble_export import export_onnx
     from rtmpc.models.runtime import load_model
 
     model = ProbabilisticEnsemble(2, 1, EnsembleConfig(members=2, hidden=8, layers=1), seed=0).eval()

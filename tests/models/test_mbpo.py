@@ -163,7 +163,7 @@ def test_a_seeded_tiny_run_is_reproducible(tmp_path):
 
 
 def test_one_onnx_step_is_each_rows_member_sample_of_the_pytorch_ensemble(tmp_path):
-    from rtmpc.models.pets.ensemble import select_members
+    from rtmpc.models.common.ensemble import select_members
 
     agent = _agent(tmp_path)
     step = agent.step_fn

@@ -9,7 +9,7 @@ import torch
 from pets_toys import SMALL, constant_ensemble, sine_buffer, sine_step
 from rtmpc.configs import ConfigError
 from rtmpc.models import EnsembleConfig, ModelError, TrainConfig
-from rtmpc.models.pets.ensemble import ProbabilisticEnsemble, fit_ensemble, load_ensemble, save_ensemble
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble, fit_ensemble, load_ensemble, save_ensemble
 
 
 @pytest.fixture(scope="module")

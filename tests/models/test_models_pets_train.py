@@ -8,7 +8,8 @@ import pytest
 from rtmpc.configs.rundir import RunDir
 from rtmpc.models.common.buffer import ReplayBuffer
 from rtmpc.models.common.commit import committed_file
-from rtmpc.models.pets.config import EnsembleConfig, PETSLoopConfig, TrainConfig
+from rtmpc.models.common.ensemble_config import EnsembleConfig, TrainConfig
+from rtmpc.models.pets.config import PETSLoopConfig
 from rtmpc.models.pets.train import train_pets
 from rtmpc.planners import make_planner, planner_config
 

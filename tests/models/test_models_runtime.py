@@ -14,8 +14,8 @@ import torch
 from onnx import TensorProto, helper
 from pets_toys import SMALL, constant_ensemble, sine_buffer
 from rtmpc.models import EnsembleConfig, ModelError, load_model
-from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
-from rtmpc.models.pets.export import PARITY_ATOL, check_parity, export_onnx
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.ensemble_export import PARITY_ATOL, check_parity, export_onnx
 from rtmpc.models.pets.runtime import PETSRolloutModel
 from rtmpc.models.runtime import read_metadata
 

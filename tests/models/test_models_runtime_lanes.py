@@ -10,8 +10,8 @@ import pytest
 import torch
 from pets_toys import SMALL, constant_ensemble
 from rtmpc.models import ModelError, load_model
-from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
-from rtmpc.models.pets.export import LAYOUTS, PARITY_ATOL, check_parity, export_onnx
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.ensemble_export import LAYOUTS, PARITY_ATOL, check_parity, export_onnx
 
 GAMMA = 0.9
 DELTAS = np.array([[-1.0, 0.5], [0.0, 0.5], [1.0, 0.5], [2.0, 0.5], [3.0, 0.5]])

@@ -8,9 +8,9 @@ import pytest
 import torch
 from pets_toys import SMALL
 from rtmpc.models import load_model
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.ensemble_export import export_onnx
 from rtmpc.models.pets.bench import PETSBmmPlanner, PETSTorchPlanner
-from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
-from rtmpc.models.pets.export import export_onnx
 
 OBS, A, K, H, P, GAMMA = 3, 2, 6, 4, 5, 0.9
 

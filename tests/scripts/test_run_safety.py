@@ -71,7 +71,7 @@ def test_a_failed_export_leaves_the_previous_model_in_place(run_dir, monkeypatch
     def bad_parity(*args, **kwargs):
         raise ModelError("ONNX/PyTorch parity failed (injected)")
 
-    monkeypatch.setattr("rtmpc.models.pets.export.check_parity", bad_parity)
+    monkeypatch.setattr("rtmpc.models.common.ensemble_export.check_parity", bad_parity)
     with pytest.raises(ModelError, match="parity failed"):
         _export_faults(run_dir, monkeypatch, None)
     assert model.read_bytes() == old and family.NAME == "pets"

@@ -37,7 +37,7 @@ import torch
 from rtmpc.configs import from_dict, to_dict
 from rtmpc.configs.rundir import atomic_write
 from rtmpc.models.base import ModelError
-from rtmpc.models.pets.config import EnsembleConfig, TrainConfig, check_propagation
+from rtmpc.models.common.ensemble_config import EnsembleConfig, TrainConfig, check_propagation
 from torch import nn
 from torch.nn import functional as F
 

@@ -41,9 +41,9 @@ import numpy as np
 import onnx
 import torch
 from rtmpc.models.base import ModelError
+from rtmpc.models.common.ensemble import ProbabilisticEnsemble
+from rtmpc.models.common.ensemble_config import check_propagation
 from rtmpc.models.common.fileio import OPSET, PARITY_ATOL, PARITY_RTOL, rtmpc_version, save_onnx
-from rtmpc.models.pets.config import check_propagation
-from rtmpc.models.pets.ensemble import ProbabilisticEnsemble
 from torch import nn
 
 __all__ = ["export_onnx", "check_parity", "PARITY_ATOL", "PARITY_RTOL", "MODEL_FORMAT", "LAYOUTS"]
