@@ -12,15 +12,18 @@ import numpy as np
 from rtmpc.controller.base import Observation
 
 from .config import BridgeConfig
+from .limits import RecentSet
 from .messages import (
     OBS_DONE,
     OBS_WATCHDOG,
     REASONS,
     CmdEncoder,
     MessageError,
+    cmd_size,
     count_rejected,
     decode_obs,
     new_session_id,
+    obs_size,
 )
 from .transport import BridgeError, FaultyPublisher, declare_publisher, is_delete, open_session
 
@@ -83,7 +86,8 @@ class BridgeRobot:
         self._latest = None  # newest accepted ObsMessage
         self._rx = math.nan  # when it arrived (clock)
         self._session: int | None = None
-        self._retired: set[int] = set()
+        self._retired = RecentSet(64)  # replaced robot sessions
+        self._obs_bytes = obs_size(obs_dim)
         self._lost = False
         self._after_loss = 0  # observations of the lost robot's session accepted since the loss
         self._ret_key: tuple[int, int] | None = None  # (session, episode) of the last read
@@ -91,9 +95,12 @@ class BridgeRobot:
         self._answer = (0, math.nan)  # robot seq and stamp of the last observation read
         self._cmd_seq = 0
         self._closed = False
-        self._session_z = open_session(config.endpoint, listen=False)
+        self._session_z = open_session(config.endpoint, listen=False,
+                                       max_message_bytes=max(self._obs_bytes, cmd_size(act_dim)), tls=config.tls)
         try:
             z = self._session_z
+            # the robot refuses another controller while this token lives (server.py)
+            self._token_z = z.liveliness().declare_token(f"{config.key}/ctl/{self._enc.session:08x}")
             self._pub_z = declare_publisher(z, f"{config.key}/cmd")
             self._pub = FaultyPublisher(self._pub_z.put, config.faults)
             self._sub_z = z.declare_subscriber(f"{config.key}/obs", self._on_obs)
@@ -134,7 +141,7 @@ class BridgeRobot:
             if pub is not None:
                 pub.flush()
         finally:
-            for name in ("_live_z", "_sub_z", "_pub_z"):
+            for name in ("_live_z", "_sub_z", "_pub_z", "_token_z"):
                 obj = getattr(self, name, None)
                 if obj is not None:
                     obj.undeclare()
@@ -187,11 +194,14 @@ class BridgeRobot:
                     return
 
     def _on_obs(self, sample) -> None:
-        buf = sample.payload.to_bytes()
         now = self._clock()
         counts = self._counts
+        size = len(sample.payload)
         try:
-            m = decode_obs(buf, self.obs_dim)
+            if size != self._obs_bytes:  # checked before the payload is copied
+                raise MessageError("size", f"{size} bytes where an observation of {self.obs_dim} values has "
+                                           f"{self._obs_bytes}")
+            m = decode_obs(sample.payload.to_bytes(), self.obs_dim)
         except MessageError as err:
             if count_rejected(counts, self._lock, err):
                 logger.warning("bridge: dropped an observation (%s: %s); every such message is counted", err.reason,

@@ -16,8 +16,14 @@ An episode goes through three states:
   ``linger_s``, commands are ignored, then the next episode is reset.
 
 A command is valid when it decodes (messages.py), comes from the current controller
-session in sequence (a duplicate or an older seq is dropped; a new controller session
-replaces the old one) and arrives before its deadline (robot clock). Every outcome is
+session in sequence (a duplicate or an older seq is dropped) and arrives before its
+deadline (robot clock). A new controller session replaces the current one only once the
+current one is gone: its liveliness token ``KEY/ctl/SESSION`` (8 hex digits, declared by
+each BridgeRobot) was dropped, or, if it never declared one, no command of it has come
+for the watchdog time; until then the new session's commands are ``refused`` (counted,
+logged at most every 5 s). ``ServerConfig.takeover`` (``rtmpc robot --takeover``) lets
+a new session replace a live one (logged). Replaced sessions are remembered (the last
+:data:`RETIRED` of them) and their commands dropped (``old_session``). Every outcome is
 counted; the round trip (publication of an observation -> arrival of the first command
 answering it) is measured for each answered observation.
 
@@ -37,6 +43,7 @@ import numpy as np
 from rtmpc.controller.base import Clock, MonotonicClock, Robot
 
 from .config import ServerConfig
+from .limits import LogLimiter, RecentSet
 from .messages import (
     OBS_DONE,
     OBS_WAITING,
@@ -44,11 +51,13 @@ from .messages import (
     REASONS,
     MessageError,
     ObsEncoder,
+    cmd_size,
     count_rejected,
     decode_cmd,
     new_session_id,
+    obs_size,
 )
-from .transport import FaultyPublisher, declare_publisher, open_session
+from .transport import FaultyPublisher, declare_publisher, is_delete, open_session
 
 __all__ = ["RobotServer", "WAITING", "RUNNING", "DONE"]
 
@@ -56,7 +65,9 @@ logger = logging.getLogger(__name__)
 
 WAITING, RUNNING, DONE = "waiting", "running", "done"
 COUNTS = ("received", "accepted", *REASONS, "duplicate", "out_of_order", "gaps", "old_session", "late",
-          "ignored", "controllers")
+          "ignored", "controllers", "refused", "takeovers")
+RETIRED = 64  # replaced controller sessions remembered (their late commands are dropped)
+LIVE_TOKENS = 256  # controller liveliness tokens remembered
 _RING = 4096  # observations remembered for the round-trip measurement
 _SAMPLES = 1 << 20  # round-trip and jitter samples kept (a ring past that)
 
@@ -101,7 +112,12 @@ class RobotServer:
         self._cmd_rx = -np.inf  # when it arrived
         self._ctl: int | None = None  # controller session
         self._ctl_seq = 0
-        self._retired: set[int] = set()
+        self._ctl_rx = -np.inf  # when the controller's last in-sequence command arrived
+        self._ctl_token: bool | None = None  # its liveliness token: None never seen, True alive, False dropped
+        self._live = RecentSet(LIVE_TOKENS)  # sessions whose controller token is declared
+        self._retired = RecentSet(RETIRED)
+        self._refused_log, self._replaced_log = LogLimiter(5.0), LogLimiter(5.0)
+        self._cmd_bytes = cmd_size(act_dim)
         self._counts = dict.fromkeys(COUNTS, 0)
         self._pub_seq = np.full(_RING, -1, dtype=np.int64)  # seq published in each ring slot
         self._pub_t = np.zeros(_RING)
@@ -114,8 +130,12 @@ class RobotServer:
         self._stats = {"published": 0, "episodes": 0, "watchdog_trips": 0, "watchdog_periods": 0,
                        "skipped_periods": 0}
         self.returns: list[float] = []
-        self._z = open_session(config.endpoint, listen=True)
+        self._z = open_session(config.endpoint, listen=True,
+                               max_message_bytes=max(obs_size(obs_dim), self._cmd_bytes), tls=config.tls,
+                               access_control=config.access_control)
         try:
+            self._ctl_z = self._z.liveliness().declare_subscriber(f"{config.key}/ctl/*", self._on_ctl,
+                                                                  history=True)
             self._token = self._z.liveliness().declare_token(f"{config.key}/alive")
             self._pub_z = declare_publisher(self._z, f"{config.key}/obs")
             self._pub = FaultyPublisher(self._pub_z.put, config.faults)
@@ -161,7 +181,7 @@ class RobotServer:
         try:
             self._pub.flush()
         finally:
-            for obj in (self._sub_z, self._pub_z, self._token):
+            for obj in (self._sub_z, self._ctl_z, self._pub_z, self._token):
                 obj.undeclare()
             self._z.close()
 
@@ -273,47 +293,91 @@ class RobotServer:
 
     # -- zenoh's thread -----------------------------------------------------------------------------
     def _on_cmd(self, sample) -> None:
-        buf = sample.payload.to_bytes()
         now = self.clock.now()
         counts = self._counts
+        size = len(sample.payload)
         try:
-            c = decode_cmd(buf, self.act_dim)
+            if size != self._cmd_bytes:  # checked before the payload is copied
+                raise MessageError("size", f"{size} bytes where a command of {self.act_dim} values has "
+                                           f"{self._cmd_bytes}")
+            c = decode_cmd(sample.payload.to_bytes(), self.act_dim)
         except MessageError as err:
             if count_rejected(counts, self._lock, err):
                 logger.warning("dropped a command (%s: %s); every such message is counted", err.reason, err)
             return
-        with self._lock:
-            counts["received"] += 1
-            if c.session != self._ctl:
-                if c.session in self._retired:
-                    counts["old_session"] += 1
+        note = None  # a log line, written after the lock is released
+        try:
+            with self._lock:
+                counts["received"] += 1
+                if c.session != self._ctl:
+                    if c.session in self._retired:
+                        counts["old_session"] += 1
+                        return
+                    old = self._ctl
+                    if old is not None:
+                        alive = self._ctl_token or (self._ctl_token is None and now - self._ctl_rx <= self.watchdog_s)
+                        if alive and not self.config.takeover:
+                            counts["refused"] += 1
+                            held = self._refused_log.ready()
+                            if held is not None:
+                                note = ("refused commands of session %08x: controller %08x is alive; a new controller "
+                                        "takes over once it is gone, or with rtmpc robot --takeover (%d such lines "
+                                        "held back)", c.session, old, held)
+                            return
+                        self._retired.add(old)
+                        counts["takeovers"] += bool(alive)
+                        held = self._replaced_log.ready()
+                        if held is not None:
+                            note = ("%s: controller session %08x replaces %08x (%d such lines held back)",
+                                    "operator takeover (--takeover)" if alive else "the controller is gone", c.session,
+                                    old, held)
+                    counts["controllers"] += 1
+                    self._ctl = c.session
+                    self._ctl_token = True if c.session in self._live else None
+                elif c.seq == self._ctl_seq:
+                    counts["duplicate"] += 1
                     return
-                if self._ctl is not None:
-                    self._retired.add(self._ctl)
-                    logger.warning("a new controller session %08x replaces %08x", c.session, self._ctl)
-                counts["controllers"] += 1
-                self._ctl = c.session
-            elif c.seq == self._ctl_seq:
-                counts["duplicate"] += 1
-                return
-            elif c.seq < self._ctl_seq:
-                counts["out_of_order"] += 1
-                return
+                elif c.seq < self._ctl_seq:
+                    counts["out_of_order"] += 1
+                    return
+                else:
+                    counts["gaps"] += c.seq - self._ctl_seq - 1
+                self._ctl_seq, self._ctl_rx = c.seq, now
+                i = c.obs_seq % _RING
+                if self._pub_seq[i] == c.obs_seq:  # the first answer to that observation
+                    self._rtt[self._n_rtt % _SAMPLES] = now - self._pub_t[i]
+                    self._n_rtt += 1
+                    self._pub_seq[i] = -1
+                if now > c.deadline:
+                    counts["late"] += 1
+                elif self._state == DONE:
+                    counts["ignored"] += 1
+                else:
+                    np.copyto(self._action, c.action)
+                    self._cmd_rx = now
+                    self._armed = True
+                    counts["accepted"] += 1
+        finally:
+            self._log(note)
+
+    @staticmethod
+    def _log(note) -> None:
+        if note is not None:
+            logger.warning(*note)
+
+    def _on_ctl(self, sample) -> None:
+        """A controller's liveliness token KEY/ctl/SESSION appeared or went."""
+        try:
+            session = int(str(sample.key_expr).rsplit("/", 1)[-1], 16)
+        except ValueError:
+            return
+        gone = is_delete(sample)
+        with self._lock:
+            if gone:
+                self._live.discard(session)
             else:
-                counts["gaps"] += c.seq - self._ctl_seq - 1
-            self._ctl_seq = c.seq
-            i = c.obs_seq % _RING
-            if self._pub_seq[i] == c.obs_seq:  # the first answer to that observation
-                self._rtt[self._n_rtt % _SAMPLES] = now - self._pub_t[i]
-                self._n_rtt += 1
-                self._pub_seq[i] = -1
-            if now > c.deadline:
-                counts["late"] += 1
-                return
-            if self._state == DONE:
-                counts["ignored"] += 1
-                return
-            np.copyto(self._action, c.action)
-            self._cmd_rx = now
-            self._armed = True
-            counts["accepted"] += 1
+                self._live.add(session)
+            if session == self._ctl:
+                self._ctl_token = not gone
+        if gone and session == self._ctl:
+            logger.info("controller %08x is gone (its liveliness token was dropped)", session)
