@@ -56,7 +56,10 @@ def add_arguments(p) -> None:
                         "the action planned last cycle (one-period delay compensation) (default: the config's "
                         "loop.commit)")
     p.add_argument("--robot", metavar="ENDPOINT", help="drive the robot served by `rtmpc robot` at ENDPOINT "
-                                                       "(e.g. tcp/127.0.0.1:7447) through the bridge")
+                                                       "(e.g. tcp/127.0.0.1:7390) through the bridge")
+    from .robot import add_tls_arguments
+
+    add_tls_arguments(p, "the controller's (with --mtls)")
     p.add_argument("--video", help="write a video of the first episode (.mp4 or .gif)")
     p.add_argument("--out", help="directory for telemetry (default: beside the model, control/)")
     p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -75,12 +78,13 @@ def control_config(config_path, overrides, planner_kind):
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
                  realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
                  out: Path | None = None, video: str | None = None, stretch_episode: bool = False,
-                 robot_endpoint: str | None = None) -> dict:
+                 robot_endpoint: str | None = None, tls=None) -> dict:
     """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more).
 
     stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
-    an in-process SimRobot; the local task only gives the sizes and the bounds.
+    an in-process SimRobot; the local task only gives the sizes and the bounds. tls: a
+    TlsConfig for a tls/ endpoint.
     """
     from rtmpc.configs import ConfigError
     from rtmpc.controller import LoopTiming, deploy
@@ -133,7 +137,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
         env = sim.make(robot_task, seed=seed + ep)
         spec = env.spec
         if robot_endpoint:
-            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, env), \
+            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, env, tls), \
                 cfg.safety.replace(stale_from="stamp")
         else:
             robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
@@ -187,14 +191,15 @@ def _check_task(model_path, dims, trained_on: str | None, spec) -> None:
                     model_path, trained_on, spec.name, trained_on)
 
 
-def _bridge_robot(endpoint: str, spec, period_s: float, env):
+def _bridge_robot(endpoint: str, spec, period_s: float, env, tls=None):
     """A BridgeRobot to ``endpoint`` for the task ``spec`` (the local ``env`` is closed: the
     robot's process simulates). Its stamps are arrival times on the loop's clock, so the
     watchdog measures staleness from them (safety.stale_from = stamp)."""
     from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
 
     env.close()
-    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, BridgeConfig(endpoint=endpoint))
+    cfg = BridgeConfig(endpoint=endpoint) if tls is None else BridgeConfig(endpoint=endpoint, tls=tls)
+    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, cfg)
 
 
 def print_summary(r: dict) -> None:
@@ -218,6 +223,7 @@ def print_summary(r: dict) -> None:
 
 
 def run(args) -> int:
+    from .robot import tls_config
     from .runconfig import config_or_runs
 
     model_path = Path(args.model)
@@ -232,7 +238,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else model_path.parent / "control"
     result = run_episodes(model_path, args.task, cfg, episodes=args.episodes, rate_hz=args.rate,
                           realtime=args.realtime, cycles=args.cycles, threads=args.threads, seed=args.seed,
-                          out=out, video=args.video, robot_endpoint=args.robot)
+                          out=out, video=args.video, robot_endpoint=args.robot,
+                          tls=tls_config(args) if args.robot else None)
     print_summary(result)
     if args.video:
         print(f"  video         {args.video}")

@@ -51,6 +51,7 @@ from .messages import (
     REASONS,
     MessageError,
     ObsEncoder,
+    cmd_session,
     cmd_size,
     count_rejected,
     decode_cmd,
@@ -300,7 +301,11 @@ class RobotServer:
             if size != self._cmd_bytes:  # checked before the payload is copied
                 raise MessageError("size", f"{size} bytes where a command of {self.act_dim} values has "
                                            f"{self._cmd_bytes}")
-            c = decode_cmd(sample.payload.to_bytes(), self.act_dim)
+            buf = sample.payload.to_bytes()
+            session = cmd_session(buf, self.act_dim)
+            if session != self._ctl and self._turned_away(session, now):
+                return  # a stranger's command: not decoded further (a flood costs little)
+            c = decode_cmd(buf, self.act_dim)
         except MessageError as err:
             if count_rejected(counts, self._lock, err):
                 logger.warning("dropped a command (%s: %s); every such message is counted", err.reason, err)
@@ -308,39 +313,34 @@ class RobotServer:
         note = None  # a log line, written after the lock is released
         try:
             with self._lock:
-                counts["received"] += 1
                 if c.session != self._ctl:
-                    if c.session in self._retired:
-                        counts["old_session"] += 1
+                    verdict = self._verdict(c.session, now)  # again: the controller may have changed
+                    if verdict is not None:
+                        counts["received"] += 1
+                        counts[verdict] += 1
                         return
+                    counts["received"] += 1
                     old = self._ctl
                     if old is not None:
-                        alive = self._ctl_token or (self._ctl_token is None and now - self._ctl_rx <= self.watchdog_s)
-                        if alive and not self.config.takeover:
-                            counts["refused"] += 1
-                            held = self._refused_log.ready()
-                            if held is not None:
-                                note = ("refused commands of session %08x: controller %08x is alive; a new controller "
-                                        "takes over once it is gone, or with rtmpc robot --takeover (%d such lines "
-                                        "held back)", c.session, old, held)
-                            return
                         self._retired.add(old)
-                        counts["takeovers"] += bool(alive)
+                        alive = self._alive(now)
+                        counts["takeovers"] += alive
                         held = self._replaced_log.ready()
                         if held is not None:
                             note = ("%s: controller session %08x replaces %08x (%d such lines held back)",
-                                    "operator takeover (--takeover)" if alive else "the controller is gone", c.session,
-                                    old, held)
+                                    "operator takeover (--takeover)" if alive else "the controller is gone",
+                                    c.session, old, held)
                     counts["controllers"] += 1
                     self._ctl = c.session
                     self._ctl_token = True if c.session in self._live else None
-                elif c.seq == self._ctl_seq:
-                    counts["duplicate"] += 1
-                    return
-                elif c.seq < self._ctl_seq:
-                    counts["out_of_order"] += 1
-                    return
                 else:
+                    counts["received"] += 1
+                    if c.seq == self._ctl_seq:
+                        counts["duplicate"] += 1
+                        return
+                    if c.seq < self._ctl_seq:
+                        counts["out_of_order"] += 1
+                        return
                     counts["gaps"] += c.seq - self._ctl_seq - 1
                 self._ctl_seq, self._ctl_rx = c.seq, now
                 i = c.obs_seq % _RING
@@ -359,6 +359,36 @@ class RobotServer:
                     counts["accepted"] += 1
         finally:
             self._log(note)
+
+    def _alive(self, now: float) -> bool:
+        """Whether the current controller holds control (under the lock): its liveliness token
+        is declared, or it never declared one and its last command came within the watchdog time."""
+        return bool(self._ctl_token or (self._ctl_token is None and now - self._ctl_rx <= self.watchdog_s))
+
+    def _verdict(self, session: int, now: float) -> str | None:
+        """Why a command of ``session`` (not the controller's) is turned away (under the lock):
+        ``old_session`` (a replaced controller), ``refused`` (the controller is alive), or None."""
+        if session in self._retired:
+            return "old_session"
+        if self._ctl is not None and not self.config.takeover and self._alive(now):
+            return "refused"
+        return None
+
+    def _turned_away(self, session: int, now: float) -> bool:
+        """Count (and log, at most every 5 s) a command of ``session`` that is turned away."""
+        with self._lock:
+            verdict = self._verdict(session, now)
+            if verdict is None:
+                return False
+            self._counts["received"] += 1
+            self._counts[verdict] += 1
+            held = self._refused_log.ready() if verdict == "refused" else None
+            ctl = self._ctl
+        if held is not None:
+            logger.warning("refused commands of session %08x: controller %08x is alive; a new controller takes over "
+                           "once it is gone, or with rtmpc robot --takeover (%d such lines held back)", session, ctl,
+                           held)
+        return True
 
     @staticmethod
     def _log(note) -> None:

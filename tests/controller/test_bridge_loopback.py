@@ -112,7 +112,10 @@ def test_malformed_messages_are_dropped_and_counted_on_both_sides():
             wrong_version = bytearray(CmdEncoder(1, session=99).encode(1, 1, math.inf, np.zeros(1)))
             wrong_version[4] = VERSION + 1
             bad_cmds = [bytes(wrong_version), CmdEncoder(3, 98).encode(1, 1, 0.0, np.zeros(3)),
-                        CmdEncoder(1, 97).encode(1, 1, math.inf, np.array([np.nan]))]
+                        # a stranger's well-formed header is refused before its values are read;
+                        # a non-finite action under the controller's own session is a value error
+                        CmdEncoder(1, 97).encode(1, 1, math.inf, np.zeros(1)),
+                        CmdEncoder(1, robot._enc.session).encode(1, 1, math.inf, np.array([np.nan]))]
             bad_obs = [b"short", ObsEncoder(7, 5).encode(1, 0.0, 0.0, 0, 0, np.zeros(7)), b"X" * 64]
             for payload in bad_obs:
                 server._pub_z.put(payload)
@@ -121,7 +124,8 @@ def test_malformed_messages_are_dropped_and_counted_on_both_sides():
                 for payload in bad_cmds:  # again until heard: the rogue's routes take a moment
                     cmd_pub.put(payload)
                 s, c = robot.stats, server.summary()["commands"]
-                return s["size"] >= 2 and s["magic"] >= 1 and c["version"] >= 1 and c["size"] >= 1 and c["value"] >= 1
+                return s["size"] >= 2 and s["magic"] >= 1 and c["version"] >= 1 and c["size"] >= 1 and c["value"] >= 1 \
+                    and c["refused"] >= 1
 
             wait_until(counted, what="the bad messages to be counted")
         finally:

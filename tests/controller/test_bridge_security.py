@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from bridge_fakes import ToyRobot, endpoint, free_port, make_certs, wait_until
+from bridge_fakes import (
+    GUARD_S,
+    ToyRobot,
+    controller_args,
+    endpoint,
+    free_port,
+    make_certs,
+    process,
+    robot_args,
+    wait_until,
+)
 
 pytest.importorskip("zenoh")
 
 from rtmpc.configs import ConfigError  # noqa: E402
 from rtmpc.controller.bridge import BridgeConfig, BridgeError, BridgeRobot, RobotServer, ServerConfig  # noqa: E402
 from rtmpc.controller.bridge.config import TlsConfig  # noqa: E402
-from rtmpc.controller.bridge.messages import CmdEncoder  # noqa: E402
+from rtmpc.controller.bridge.messages import OBS_WAITING, OBS_WATCHDOG, CmdEncoder  # noqa: E402
 from rtmpc.controller.bridge.transport import declare_publisher, open_session  # noqa: E402
 
 PERIOD = 0.01
@@ -189,3 +202,84 @@ def test_listening_beyond_loopback_without_tls_warns(caplog):
     session = open_session(f"tcp/0.0.0.0:{free_port()}", listen=True)
     session.close()
     assert "without TLS: anyone who reaches this port can read the robot and drive it" in caplog.text
+
+
+FLOOD = int(os.environ.get("RTMPC_FLOOD_COMMANDS", "3000"))  # 100000 for the issue's benchmark
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def test_a_flood_of_sessions_and_oversized_payloads_leaves_the_robot_on_its_period(tmp_path):
+    """`rtmpc robot` (cartpole, 100 Hz) driven by a controller process; this process floods
+    the command topic with well-formed commands from random sessions and oversized payloads."""
+    port = free_port()
+    with process(robot_args(port), tmp_path, "robot") as robot_p, \
+            process(controller_args(port, 50.0), tmp_path, "controller") as controller_p:
+        observer = BridgeRobot(5, 1, 0.01, BridgeConfig(endpoint=endpoint(port), connect_timeout_s=GUARD_S))
+        try:
+            wait_until(lambda: observer.latest.step >= 30 and not observer.latest.flags & OBS_WAITING,
+                       what=f"the controller to drive the robot\n{controller_p.logs()}")
+            rng = np.random.default_rng(0)
+            session = open_session(endpoint(port), listen=False, max_message_bytes=4 << 20)
+            rss, flood_s = [_rss_mib(robot_p.p.pid)], 0.0
+            try:
+                pub = declare_publisher(session, "rtmpc/robot/cmd")
+                wait_until(lambda: session.info.peers_zid(), what="the flooder to connect")
+                big, huge = b"\x00" * 2000, b"\x00" * (1 << 20)
+                for _ in range(2):  # memory after each half: the second adds (next to) nothing
+                    t0 = time.monotonic()
+                    for i, sid in enumerate(rng.integers(1, 1 << 32, size=FLOOD // 2)):
+                        pub.put(CmdEncoder(1, int(sid)).encode(1, 0, math.inf, np.array([-1.0])))
+                        if i % 100 == 0:
+                            pub.put(big)
+                        if i % 1000 == 0:
+                            pub.put(huge)
+                    flood_s += time.monotonic() - t0
+                    step = observer.latest.step
+                    wait_until(lambda s0=step: observer.latest.step >= s0 + 100, what="the robot to go on")
+                    rss.append(_rss_mib(robot_p.p.pid))
+            finally:
+                session.close()
+            assert not observer.latest.flags & OBS_WATCHDOG
+        finally:
+            observer.close()
+        assert robot_p.terminate() == 0, robot_p.logs()
+    s, err = robot_p.json_line(), robot_p.err_path.read_text()
+    c = s["commands"]
+    print(f"flood: {FLOOD} commands from random sessions in {flood_s:.2f} s; robot: refused {c['refused']}, "
+          f"size {c['size']}, accepted {c['accepted']}, controllers {c['controllers']}, skipped periods "
+          f"{s['skipped_periods']}, jitter p99 {s['jitter_ms']['p99']:.3f} ms max {s['jitter_ms']['max']:.3f} ms, "
+          f"robot rss {rss[0]:.1f} -> {rss[1]:.1f} -> {rss[2]:.1f} MiB, {len(err.splitlines())} log lines")
+    assert s["skipped_periods"] == 0 and s["watchdog_trips"] == 0
+    assert c["controllers"] == 1 and c["refused"] >= FLOOD // 2
+    assert len(err.splitlines()) < 40, err[-3000:]
+    assert rss[2] - rss[1] < 8, f"the robot grew by {rss[2] - rss[1]:.1f} MiB in the second half of the flood"
+
+
+def test_access_control_lets_controllers_drive_and_observers_only_watch(tmp_path):
+    """configs/bridge_access.json5 over mutual TLS: a certificate with CN observer reads the
+    observations but its commands never reach the robot; CN controller drives."""
+    certs, port = make_certs(tmp_path), free_port()
+    acl = str(Path(__file__).resolve().parents[2] / "configs" / "bridge_access.json5")
+    server_tls = TlsConfig(ca=certs["ca"], cert=certs["robot_cert"], key=certs["robot_key"], mutual=True)
+    with serving(port, endpoint=tls_endpoint(port), tls=server_tls, access_control=acl) as (server, made):
+        observer_tls = TlsConfig(ca=certs["ca"], cert=certs["obs_cert"], key=certs["obs_key"], mutual=True)
+        observer = BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=tls_endpoint(port), tls=observer_tls))
+        try:
+            drive(observer, 0.9, 20)  # observations arrive; its commands are denied
+            assert server.summary()["commands"]["received"] == 0 and not made[0].applied
+        finally:
+            observer.close()
+        client_tls = TlsConfig(ca=certs["ca"], cert=certs["ctl_cert"], key=certs["ctl_key"], mutual=True)
+        robot = BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=tls_endpoint(port), tls=client_tls))
+        try:
+            drive(robot, 0.5)
+            wait_until(lambda: 0.5 in made[0].applied, what="the controller's command applied")
+        finally:
+            robot.close()
+        assert 0.9 not in made[0].applied
