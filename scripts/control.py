@@ -6,7 +6,9 @@ a plan that overran its deadline is counted as a miss; idle time is skipped) or,
 ``--realtime``, in wall-clock mode (physics runs in real time in its own thread at the
 task's physics control rate; late actions have real consequences), or, with ``--robot
 ENDPOINT``, a robot in another process (``rtmpc robot``) reached through the bridge
-(controller.bridge; wall-clock, as --realtime).
+(controller.bridge; wall-clock, as --realtime): then the task's sizes, bounds, period,
+name and observation names come from the model file's metadata and neither MuJoCo nor
+torch is imported (the robot computer needs only the model file).
 ``--commit next`` commits each action one period ahead (loop.commit; sent at the cycle's
 wake, planned on the previous observation with the action sent then fixed): in lockstep
 too, the simulation steps with the action sent in each cycle, so lockstep shows the cost
@@ -83,8 +85,8 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
 
     stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
-    an in-process SimRobot; the local task only gives the sizes and the bounds. tls: a
-    TlsConfig for a tls/ endpoint.
+    an in-process SimRobot; the task's sizes, bounds and period come from the model file
+    (no simulator is built). tls: a TlsConfig for a tls/ endpoint.
     """
     from rtmpc.configs import ConfigError
     from rtmpc.controller import LoopTiming, deploy
@@ -109,10 +111,13 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             video = None
     returns, records, summaries, bridge = [], [], [], {}
     task_cfg = cfg.task.replace(name=task)  # keeps a cost section for an MJCF task
-    probe = sim.make(task_cfg, action_repeat=repeat)
-    model_spec = probe.spec
-    probe.close()
-    _check_task(model_path, model.dims, trained_on, model_spec)
+    if robot_endpoint:  # the robot computer has no simulator: the model file says it all
+        model_spec = _model_spec(model_path, model.dims, task)
+    else:
+        probe = sim.make(task_cfg, action_repeat=repeat)
+        model_spec = probe.spec
+        probe.close()
+        _check_task(model_path, model.dims, trained_on, model_spec)
     # The one resolution of the rate: --rate, else the file's loop.rate_hz, else the model's step rate.
     timing = LoopTiming.resolve(cfg.loop, 1.0 / model_spec.control_period, rate_hz=rate_hz)
     # a cycle is a servo tick with loop.servo_hz (the planner steps at ``timing``), else a plan period
@@ -134,18 +139,19 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     robot_task = task_cfg.replace(action_repeat=1 if stepwise else repeat,
                                   episode_steps=task_cfg.episode_steps * (repeat if stepwise else 1))
     for ep in range(episodes):
-        env = sim.make(robot_task, seed=seed + ep)
-        spec = env.spec
         if robot_endpoint:
-            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, env, tls), \
+            spec = model_spec
+            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, tls), \
                 cfg.safety.replace(stale_from="stamp")
         else:
+            env = sim.make(robot_task, seed=seed + ep)
+            spec = env.spec
             robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
                                              steps_per_send=1 if realtime or not cfg.loop.servo_hz else per_send,
                                              record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0), cfg.safety
         planner = make_planner(cfg.planner, model, rng=seed + ep)
         max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period
-                                                                     / tick_s))
+                                                                     / tick_s)) or 10**9
         if robot_endpoint and not (cycles or cfg.loop.max_cycles):
             # the robot's episode starts at its first command: let its end stop us
             max_cycles += int(math.ceil(1.0 / tick_s))
@@ -191,15 +197,34 @@ def _check_task(model_path, dims, trained_on: str | None, spec) -> None:
                     model_path, trained_on, spec.name, trained_on)
 
 
-def _bridge_robot(endpoint: str, spec, period_s: float, env, tls=None):
-    """A BridgeRobot to ``endpoint`` for the task ``spec`` (the local ``env`` is closed: the
-    robot's process simulates). Its stamps are arrival times on the loop's clock, so the
+def _model_spec(model_path, dims, task: str):
+    """The task as the model file's metadata describes it (``rtmpc export`` writes task,
+    control_period, action_repeat, episode_steps, obs_names): sizes and bounds from the model;
+    an older file without episode_steps runs until the robot's episode ends."""
+    from rtmpc.models.base import ModelError, meta_value
+    from rtmpc.sim.base import TaskSpec
+
+    meta, source = dims.meta, str(model_path)
+    period = meta_value(meta, "control_period", float, source)
+    if not (math.isfinite(period) and period > 0):
+        raise ModelError(f"model file {source} has control_period = {period!r}: export it again")
+    names = tuple(meta_value(meta, "obs_names", json.loads, source)) if "obs_names" in meta else ()
+    if names and len(names) != dims.obs_dim:
+        names = ()
+    return TaskSpec(name=task, obs_dim=dims.obs_dim, act_dim=dims.act_dim, action_low=dims.action_low,
+                    action_high=dims.action_high, control_period=period,
+                    episode_steps=int(meta_value(meta, "episode_steps", int, source)) if "episode_steps" in meta else 0,
+                    action_repeat=int(meta.get("action_repeat", 1)), obs_names=names)
+
+
+def _bridge_robot(endpoint: str, spec, period_s: float, tls=None):
+    """A BridgeRobot to ``endpoint`` for the task ``spec``; it refuses a robot that announces
+    another task or other sizes. Its stamps are arrival times on the loop's clock, so the
     watchdog measures staleness from them (safety.stale_from = stamp)."""
     from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
 
-    env.close()
     cfg = BridgeConfig(endpoint=endpoint) if tls is None else BridgeConfig(endpoint=endpoint, tls=tls)
-    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, cfg)
+    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, cfg, task=spec.name)
 
 
 def print_summary(r: dict) -> None:

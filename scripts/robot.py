@@ -113,7 +113,8 @@ def run(args) -> int:
         env = first if episode == 0 else sim.make(task, seed=args.seed + episode)
         return sim.SimRobot(env, mode="lockstep", seed=args.seed + episode)
 
-    server = RobotServer(make_robot, spec.obs_dim, spec.act_dim, spec.control_period, spec.safe_action, cfg)
+    server = RobotServer(make_robot, spec.obs_dim, spec.act_dim, spec.control_period, spec.safe_action, cfg,
+                         task=spec.name)
     # zenoh's thread runs Python for every message that arrives (a flood too); the pacing
     # thread gets the interpreter back within 0.5 ms instead of Python's default 5 ms
     sys.setswitchinterval(5e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -39,6 +40,10 @@ COUNTS = ("received", "accepted", *REASONS, "duplicate", "out_of_order", "gaps",
 ALIVE_AGAIN_AFTER = 3
 
 
+def _task(name: str) -> str:
+    return f"task {name}" if name else "a task"
+
+
 class BridgeRobot:
     """A robot in another process, reached through the bridge (``rtmpc robot`` on the
     other side). Implements :class:`~controller.base.Robot`.
@@ -47,6 +52,10 @@ class BridgeRobot:
     dropped and counted). period_s: the control loop's period (the default command
     deadline is 3 of them). clock: seconds on the loop's monotonic clock (default
     time.monotonic, what MonotonicClock reads).
+
+    task: the task the controller's model is for; the robot announces its task and sizes
+    on ``KEY/info`` and a robot whose task (when both are named) or sizes differ is
+    refused with a BridgeError (a robot that announces nothing is used, with a warning).
 
     Threads: zenoh's callback thread stores each valid observation under a lock; the
     loop thread calls :meth:`read` and :meth:`send` (one caller). Building it waits (up to
@@ -72,7 +81,7 @@ class BridgeRobot:
     """
 
     def __init__(self, obs_dim: int, act_dim: int, period_s: float, config: BridgeConfig = BridgeConfig(), *,
-                 clock: Callable[[], float] = time.monotonic, session_id: int | None = None):
+                 clock: Callable[[], float] = time.monotonic, session_id: int | None = None, task: str = ""):
         if not period_s > 0:
             raise ValueError(f"period_s = {period_s!r} must be > 0")
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
@@ -106,7 +115,9 @@ class BridgeRobot:
             self._sub_z = z.declare_subscriber(f"{config.key}/obs", self._on_obs)
             self._live_z = z.liveliness().declare_subscriber(f"{config.key}/alive", self._on_alive,
                                                              history=True)
-            self._wait_first(config.connect_timeout_s)
+            end = time.monotonic() + config.connect_timeout_s  # one deadline for both
+            self._check_robot(task, end)
+            self._wait_first(config.connect_timeout_s, end)
         except BaseException:
             self.close()
             raise
@@ -176,8 +187,41 @@ class BridgeRobot:
         return out
 
     # -- zenoh's threads -------------------------------------------------------------------------
-    def _wait_first(self, timeout_s: float) -> None:
-        end = time.monotonic() + timeout_s
+    def _check_robot(self, task: str, end: float) -> None:
+        """Ask the robot (KEY/info) for its task and sizes until it answers, observations arrive
+        without an answer for 1 s (a robot that announces nothing), or ``end``; refuse a robot
+        whose task or sizes differ from the model's."""
+        heard = None
+        while time.monotonic() < end:
+            for reply in self._session_z.get(f"{self.config.key}/info", timeout=0.3):
+                if reply.ok is None:
+                    continue
+                try:
+                    info = json.loads(reply.ok.payload.to_string())
+                    got = (str(info["task"]), int(info["obs_dim"]), int(info["act_dim"]))
+                except (ValueError, KeyError, TypeError):
+                    raise BridgeError(f"the robot at {self.endpoint} announced {reply.ok.payload.to_string()[:200]!r}, "
+                                      f"not its task and sizes: is it an rtmpc robot?") from None
+                mine = (task if task and got[0] else got[0], self.obs_dim, self.act_dim)  # names: when both have one
+                if got != mine:
+                    fix = (f"start `rtmpc robot --task {mine[0]}`" if mine[0] else "start the robot with a task of "
+                           "the model's sizes") + (f" or use a model trained on {got[0]}" if got[0] else "")
+                    raise BridgeError(f"the robot at {self.endpoint} runs {_task(got[0])} with obs {got[1]}, act "
+                                      f"{got[2]}, but the model is for {_task(mine[0])} with obs {mine[1]}, act "
+                                      f"{mine[2]}: {fix}")
+                return
+            with self._lock:
+                received = self._counts["received"]
+            if received:
+                heard = heard or time.monotonic()
+                if time.monotonic() - heard >= 1.0:
+                    logger.warning("bridge: the robot at %s does not announce its task and sizes (KEY/info): "
+                                   "they are not checked", self.endpoint)
+                    return
+            else:
+                threading.Event().wait(0.05)  # the connection is retried in the background
+
+    def _wait_first(self, timeout_s: float, end: float) -> None:
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0 or not self._fresh.wait(remaining):

@@ -35,6 +35,7 @@ pacing loop), zenoh's callback thread for commands; :meth:`stop` from any thread
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Callable
@@ -85,12 +86,15 @@ class RobotServer:
 
     make_robot(episode) -> Robot stepping one period per ``send``; obs_dim, act_dim: its
     sizes; period_s: the robot period (the rate observations are published at);
-    safe_action: (A,) what the watchdog applies; clock: default MonotonicClock.
+    safe_action: (A,) what the watchdog applies; clock: default MonotonicClock; task: the
+    task's name, announced with the sizes and the period on ``KEY/info`` (a zenoh queryable
+    answering JSON ``{"task", "obs_dim", "act_dim", "period_s"}``), which a BridgeRobot
+    checks against its model.
     """
 
     def __init__(self, make_robot: Callable[[int], Robot], obs_dim: int, act_dim: int, period_s: float,
                  safe_action: np.ndarray, config: ServerConfig = ServerConfig(), *, clock: Clock | None = None,
-                 session_id: int | None = None):
+                 session_id: int | None = None, task: str = ""):
         if not period_s > 0:
             raise ValueError(f"period_s = {period_s!r} must be > 0")
         safe = np.asarray(safe_action, dtype=np.float64).reshape(-1)
@@ -102,6 +106,7 @@ class RobotServer:
         self.clock = clock if clock is not None else MonotonicClock(spin_s=0.0)  # a sleep is precise enough here
         self.session_id = session_id or new_session_id()
         self._enc = ObsEncoder(obs_dim, self.session_id)
+        self._info = json.dumps({"task": task, "obs_dim": obs_dim, "act_dim": act_dim, "period_s": period_s})
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while run() is not running
         self._idle.set()
@@ -137,6 +142,7 @@ class RobotServer:
         try:
             self._ctl_z = self._z.liveliness().declare_subscriber(f"{config.key}/ctl/*", self._on_ctl,
                                                                   history=True)
+            self._info_z = self._z.declare_queryable(f"{config.key}/info", self._on_info)
             self._token = self._z.liveliness().declare_token(f"{config.key}/alive")
             self._pub_z = declare_publisher(self._z, f"{config.key}/obs")
             self._pub = FaultyPublisher(self._pub_z.put, config.faults)
@@ -182,7 +188,7 @@ class RobotServer:
         try:
             self._pub.flush()
         finally:
-            for obj in (self._sub_z, self._ctl_z, self._pub_z, self._token):
+            for obj in (self._sub_z, self._ctl_z, self._info_z, self._pub_z, self._token):
                 obj.undeclare()
             self._z.close()
 
@@ -394,6 +400,9 @@ class RobotServer:
     def _log(note) -> None:
         if note is not None:
             logger.warning(*note)
+
+    def _on_info(self, query) -> None:
+        query.reply(query.key_expr, self._info)
 
     def _on_ctl(self, sample) -> None:
         """A controller's liveliness token KEY/ctl/SESSION appeared or went."""

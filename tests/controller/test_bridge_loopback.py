@@ -273,7 +273,8 @@ def test_no_robot_is_a_clear_error():
 def test_a_robot_of_another_size_is_a_clear_error():
     port = free_port()
     with serving(port):
-        with pytest.raises(BridgeError, match="dropped as malformed.*task with 3 observations"):
+        with pytest.raises(BridgeError, match="runs a task with obs 2, act 1, but the model is for a task with "
+                                              "obs 3, act 1: start the robot with a task of the model's sizes$"):
             BridgeRobot(3, 1, PERIOD, BridgeConfig(endpoint=endpoint(port), connect_timeout_s=1.0))
 
 

@@ -44,7 +44,9 @@ def serving(port, **cfg):
         made.append(ToyRobot())
         return made[-1]
 
-    server = RobotServer(make, 2, 1, PERIOD, np.zeros(1), ServerConfig(**{"endpoint": endpoint(port), **cfg}))
+    task = cfg.pop("task", "")
+    server = RobotServer(make, 2, 1, PERIOD, np.zeros(1), ServerConfig(**{"endpoint": endpoint(port), **cfg}),
+                         task=task)
     thread = threading.Thread(target=lambda: server.run(duration_s=60), daemon=True)
     thread.start()
     try:
@@ -261,7 +263,7 @@ def test_a_flood_of_sessions_and_oversized_payloads_leaves_the_robot_on_its_peri
     assert rss[2] - rss[1] < 8, f"the robot grew by {rss[2] - rss[1]:.1f} MiB in the second half of the flood"
 
 
-def test_access_control_lets_controllers_drive_and_observers_only_watch(tmp_path):
+def test_access_control_lets_controllers_drive_and_observers_only_watch(tmp_path, caplog):
     """configs/bridge_access.json5 over mutual TLS: a certificate with CN observer reads the
     observations but its commands never reach the robot; CN controller drives."""
     certs, port = make_certs(tmp_path), free_port()
@@ -283,3 +285,15 @@ def test_access_control_lets_controllers_drive_and_observers_only_watch(tmp_path
         finally:
             robot.close()
         assert 0.9 not in made[0].applied
+        assert "does not announce its task" not in caplog.text  # the file lets the info query through
+
+
+def test_a_robot_running_another_task_is_refused_in_one_line():
+    port = free_port()
+    with serving(port, task="point-target") as (server, made):
+        with pytest.raises(BridgeError, match="runs task point-target with obs 2, act 1, but the model is for task "
+                                              "cartpole-swingup with obs 2, act 1: start `rtmpc robot --task "
+                                              "cartpole-swingup`"):
+            BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=endpoint(port)), task="cartpole-swingup")
+        robot = BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=endpoint(port)), task="point-target")
+        robot.close()
