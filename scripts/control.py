@@ -59,6 +59,9 @@ def add_arguments(p) -> None:
                         "loop.commit)")
     p.add_argument("--robot", metavar="ENDPOINT", help="drive the robot served by `rtmpc robot` at ENDPOINT "
                                                        "(e.g. tcp/127.0.0.1:7390) through the bridge")
+    p.add_argument("--ros2", metavar="YAML", help="with --robot: the robot speaks ROS 2 (JointState in, "
+                                                  "Float64MultiArray out); the file maps its joints to the model's "
+                                                  "observation (Ros2Config, docs/bridge.md)")
     from .robot import add_tls_arguments
 
     add_tls_arguments(p, "the controller's (with --mtls)")
@@ -80,13 +83,14 @@ def control_config(config_path, overrides, planner_kind):
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
                  realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
                  out: Path | None = None, video: str | None = None, stretch_episode: bool = False,
-                 robot_endpoint: str | None = None, tls=None) -> dict:
+                 robot_endpoint: str | None = None, tls=None, ros2=None) -> dict:
     """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more).
 
     stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
     an in-process SimRobot; the task's sizes, bounds and period come from the model file
-    (no simulator is built). tls: a TlsConfig for a tls/ endpoint.
+    (no simulator is built). tls: a TlsConfig for a tls/ endpoint; ros2: a Ros2Config when
+    the robot speaks ROS 2 (then the robot's side measures the return: NaN here).
     """
     from rtmpc.configs import ConfigError
     from rtmpc.controller import LoopTiming, deploy
@@ -141,7 +145,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     for ep in range(episodes):
         if robot_endpoint:
             spec = model_spec
-            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, tls), \
+            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, tls, ros2), \
                 cfg.safety.replace(stale_from="stamp")
         else:
             env = sim.make(robot_task, seed=seed + ep)
@@ -217,14 +221,32 @@ def _model_spec(model_path, dims, task: str):
                     action_repeat=int(meta.get("action_repeat", 1)), obs_names=names)
 
 
-def _bridge_robot(endpoint: str, spec, period_s: float, tls=None):
+def _bridge_robot(endpoint: str, spec, period_s: float, tls=None, ros2=None):
     """A BridgeRobot to ``endpoint`` for the task ``spec``; it refuses a robot that announces
     another task or other sizes. Its stamps are arrival times on the loop's clock, so the
     watchdog measures staleness from them (safety.stale_from = stamp)."""
-    from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
+    from rtmpc.controller.bridge import BridgeConfig, BridgeRobot, Ros2Robot
 
     cfg = BridgeConfig(endpoint=endpoint) if tls is None else BridgeConfig(endpoint=endpoint, tls=tls)
+    if ros2 is not None:
+        return Ros2Robot(spec.obs_dim, spec.act_dim, period_s, cfg, ros2)
     return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, cfg, task=spec.name)
+
+
+def _ros2_config(args):
+    from rtmpc.configs import ConfigError, load
+
+    if not args.ros2:
+        return None
+    if not args.robot:
+        raise ConfigError("--ros2 goes with --robot ENDPOINT (the robot's zenoh endpoint, e.g. that of "
+                          "zenoh-bridge-ros2dds)")
+    if not Path(args.ros2).is_file():
+        raise ConfigError(f"--ros2 {args.ros2} is not a file: give a YAML file with the Ros2Config fields "
+                          f"(joint_states, commands, observation; docs/bridge.md)")
+    from rtmpc.controller.bridge import Ros2Config
+
+    return load(Ros2Config, args.ros2)
 
 
 def print_summary(r: dict) -> None:
@@ -264,7 +286,7 @@ def run(args) -> int:
     result = run_episodes(model_path, args.task, cfg, episodes=args.episodes, rate_hz=args.rate,
                           realtime=args.realtime, cycles=args.cycles, threads=args.threads, seed=args.seed,
                           out=out, video=args.video, robot_endpoint=args.robot,
-                          tls=tls_config(args) if args.robot else None)
+                          tls=tls_config(args) if args.robot else None, ros2=_ros2_config(args))
     print_summary(result)
     if args.video:
         print(f"  video         {args.video}")

@@ -164,6 +164,11 @@ class Ros2Robot:
         self._pub.put(bytes(payload), attachment=ATTACHMENT.pack(self._seq, self._answer_stamp + self._deadline_s))
         self.stats["sent"] += 1
 
+    @property
+    def episode_return(self) -> float:
+        """NaN: a JointState carries no reward (the robot's side measures the return)."""
+        return math.nan
+
     def wait_new(self, timeout: float) -> bool:
         return self._fresh.wait(timeout)
 

@@ -100,3 +100,52 @@ def test_control_refuses_a_robot_running_another_task_in_one_line(run_dir):
     last = res.stderr.strip().splitlines()[-1]
     assert "runs task cartpole-swingup with obs 5, act 1, but the model is for task point-target" in last, last
     assert "start `rtmpc robot --task point-target`" in last
+
+
+def test_control_drives_a_ros2_robot_with_a_joint_map(run_dir, tmp_path):
+    """`rtmpc control --robot --ros2 FILE` against a mock ROS 2 robot (rosbags' CDR): the tiny
+    point-target model's 6 observations are 6 joints here, its 2 actions one Float64MultiArray."""
+    pytest.importorskip("rosbags")
+    import threading
+
+    import numpy as np
+    from rosbags.typesys import Stores, get_typestore
+    from rtmpc.controller.bridge.transport import open_session
+
+    ts, endpoint = get_typestore(Stores.ROS2_HUMBLE), free_endpoint()
+    names = ["x", "y", "tx", "ty"]
+    got, stop = [], threading.Event()
+    z = open_session(endpoint, listen=True)
+    pub = z.declare_publisher("joint_states")
+    sub = z.declare_subscriber("arm/commands", lambda s: got.append(list(ts.deserialize_cdr(
+        s.payload.to_bytes(), "std_msgs/msg/Float64MultiArray").data)))
+
+    def publish():
+        T, k = ts.types, 0
+        while not stop.wait(0.02):
+            k += 1
+            msg = T["sensor_msgs/msg/JointState"](
+                header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=k, nanosec=0),
+                                                frame_id=""),
+                name=names, position=np.array([0.1, -0.1, 0.2, 0.2]), velocity=np.zeros(4), effort=np.zeros(0))
+            pub.put(bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/JointState")))
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    ros2 = tmp_path / "ros2.yaml"
+    ros2.write_text("joint_states: joint_states\ncommands: arm/commands\nobservation: [position:x, position:y, "
+                    "velocity:x, velocity:y, position:tx, position:ty]\n")
+    try:
+        res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--config", str(run_dir / "config.yaml"),
+                    "--robot", endpoint, "--ros2", str(ros2), "--json", timeout=120)
+    finally:
+        stop.set()
+        thread.join(5)
+        sub.undeclare()
+        pub.undeclare()
+        z.close()
+    assert res.returncode == 0, res.stderr[-3000:]
+    ctl = json.loads(res.stdout.strip().splitlines()[-1])
+    assert ctl["mode"] == "bridge" and ctl["stop_reason"] == "max_cycles" and ctl["cycles"] >= 14
+    assert ctl["bridge"]["accepted"] > 0 and ctl["bridge"]["bad"] == 0
+    assert len(got) >= 14 and all(len(a) == 2 for a in got)
