@@ -31,7 +31,7 @@ def seen(monkeypatch):
             seen["safety"] = period_s
             super().__init__(low, high, period_s, *a, **kw)
 
-    def bridge_robot(endpoint, spec, period_s, tls=None):
+    def bridge_robot(endpoint, spec, period_s, tls=None, ros2=None):
         seen["robot"] = period_s
         # the robot's process: the task at its physics step (spec comes from the model file)
         env = sim.make(sim.TaskConfig(name=spec.name, episode_steps=spec.episode_steps * spec.action_repeat))
