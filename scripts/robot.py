@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
     p.add_argument("--task", default="cartpole-swingup", help="task name (default cartpole-swingup)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT,
-                   help=f"where to listen: tcp/HOST:PORT, udp/HOST:PORT or tls/HOST:PORT (default {DEFAULT_ENDPOINT})")
+                   help=f"where to listen: tcp/, udp/, tls/ or quic/HOST:PORT (default {DEFAULT_ENDPOINT})")
     add_tls_arguments(p, "the robot's")
     p.add_argument("--takeover", action="store_true",
                    help="let a new controller session replace the current one while it is alive (logged); default: "

@@ -15,16 +15,17 @@ __all__ = ["FaultConfig", "TlsConfig", "BridgeConfig", "ServerConfig", "DEFAULT_
 # DDS/RTPS domains 0-1 (ROS 2's default transport): 7390 is none of them (docs/bridge.md)
 DEFAULT_PORT = 7390
 DEFAULT_ENDPOINT = f"tcp/127.0.0.1:{DEFAULT_PORT}"
-_ENDPOINT = re.compile(r"^(tcp|udp|tls)/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+SECURE = ("tls", "quic")  # protocols that take a TlsConfig (QUIC runs over TLS 1.3)
+_ENDPOINT = re.compile(r"^(tcp|udp|tls|quic)/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
 
 def check_endpoint(name: str, endpoint: str) -> None:
-    """Raise ConfigError unless ``endpoint`` is ``tcp|udp|tls/HOST:PORT`` with a port in 1..65535."""
+    """Raise ConfigError unless ``endpoint`` is ``tcp|udp|tls|quic/HOST:PORT`` with a port in 1..65535."""
     m = _ENDPOINT.match(endpoint)
     if not m or not 0 < int(m.group(3)) < 65536:
         raise ConfigError(f"{name} = {endpoint!r} is not an endpoint: write PROTOCOL/HOST:PORT, "
-                          f"e.g. {DEFAULT_ENDPOINT} (protocol tcp, udp or tls, port 1-65535)")
+                          f"e.g. {DEFAULT_ENDPOINT} (protocol tcp, udp, tls or quic, port 1-65535)")
 
 
 def split_endpoint(endpoint: str) -> tuple[str, str, int]:
@@ -35,7 +36,7 @@ def split_endpoint(endpoint: str) -> tuple[str, str, int]:
 
 @dataclass(frozen=True)
 class TlsConfig(Config):
-    """Certificates (PEM files) for a ``tls/HOST:PORT`` endpoint (zenoh's transport.link.tls)."""
+    """Certificates (PEM files) for a ``tls/`` or ``quic/HOST:PORT`` endpoint (zenoh's transport.link.tls)."""
 
     ca: str = param("", "root CA certificate that signed the other side's certificate (the controller "
                         "checks the robot's with it; with mutual TLS the robot checks the controller's)")
@@ -77,18 +78,23 @@ class FaultConfig(Config):
 
 @dataclass(frozen=True)
 class _Common(Config):
-    endpoint: str = param(DEFAULT_ENDPOINT, "where the robot listens: tcp/HOST:PORT, udp/HOST:PORT or "
-                                            "tls/HOST:PORT (explicit endpoints only: no scouting)")
+    endpoint: str = param(DEFAULT_ENDPOINT, "where the robot listens: tcp/HOST:PORT, udp/HOST:PORT, "
+                                            "tls/HOST:PORT or quic/HOST:PORT (explicit endpoints only: no "
+                                            "scouting)")
     key: str = param("rtmpc/robot", "key prefix of the topics: KEY/obs, KEY/cmd, KEY/alive, KEY/ctl/*")
     faults: FaultConfig = param(FaultConfig(), "faults injected into the messages this side sends")
-    tls: TlsConfig = param(TlsConfig(), "certificates for a tls/ endpoint")
+    tls: TlsConfig = param(TlsConfig(), "certificates for a tls/ or quic/ endpoint")
+
+    @property
+    def secure(self) -> bool:
+        """Whether the endpoint is tls/ or quic/ (certificates needed)."""
+        return split_endpoint(self.endpoint)[0] in SECURE
 
     def check(self) -> None:
         check_endpoint("endpoint", self.endpoint)
-        tls = self.endpoint.startswith("tls/")
-        if not tls and (self.tls.ca or self.tls.cert):
-            raise ConfigError(f"tls certificates are given but endpoint = {self.endpoint!r} is not tls/HOST:PORT: "
-                              f"write tls/ or leave the certificates out")
+        if not self.secure and (self.tls.ca or self.tls.cert):
+            raise ConfigError(f"tls certificates are given but endpoint = {self.endpoint!r} is not tls/ or quic/: "
+                              f"write tls/HOST:PORT or leave the certificates out")
         if not _KEY.match(self.key):
             raise ConfigError(f"key = {self.key!r} must be words (letters, digits, _ or -) joined "
                               f"by /, e.g. rtmpc/robot")
@@ -106,7 +112,7 @@ class BridgeConfig(_Common):
 
     def check(self) -> None:
         super().check()
-        if self.endpoint.startswith("tls/") and not self.tls.ca:
+        if self.secure and not self.tls.ca:
             raise ConfigError(f"endpoint {self.endpoint} needs tls.ca, the CA certificate that signed the "
                               f"robot's (rtmpc control --tls-ca FILE)")
 
@@ -126,7 +132,7 @@ class ServerConfig(_Common):
 
     def check(self) -> None:
         super().check()
-        if self.endpoint.startswith("tls/") and not self.tls.cert:
+        if self.secure and not self.tls.cert:
             raise ConfigError(f"endpoint {self.endpoint} needs tls.cert and tls.key, the robot's certificate "
                               f"and private key (rtmpc robot --tls-cert FILE --tls-key FILE)")
         if self.access_control and not Path(self.access_control).is_file():

@@ -9,7 +9,7 @@ Publishers are *express* (no batching), priority real-time, congestion control *
 (a slow reader never blocks the sender; the sequence numbers show what was lost).
 Limits: a session accepts at most :data:`MAX_SESSIONS` peers, and zenoh's maximum message
 size is set from the caller's ``max_message_bytes`` (zenoh's defaults: 1000 peers, 1 GiB
-messages); receivers check a payload's length before copying it. A ``tls/`` endpoint takes
+messages); receivers check a payload's length before copying it. A ``tls/`` or ``quic/`` endpoint takes
 its certificates from a :class:`~controller.bridge.config.TlsConfig`; listening on a
 non-loopback address without TLS logs a warning.
 Zenoh is imported here only, when a session is opened (the ``[bridge]`` extra).
@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from rtmpc.configs import ConfigError
 
-from .config import FaultConfig, TlsConfig, split_endpoint
+from .config import SECURE, FaultConfig, TlsConfig, split_endpoint
 
 __all__ = ["open_session", "FaultyPublisher", "BridgeError", "MAX_SESSIONS"]
 
@@ -70,7 +70,7 @@ def open_session(endpoint: str, *, listen: bool, max_message_bytes: int = 65536,
     cfg.insert_json5("transport/unicast/max_sessions", str(MAX_SESSIONS))
     cfg.insert_json5("transport/unicast/accept_pending", str(MAX_SESSIONS))
     protocol, host, _ = split_endpoint(endpoint)
-    if protocol == "tls":
+    if protocol in SECURE:
         _tls(cfg, tls, listen)
     elif listen and not (host in _LOOPBACK or host.startswith("127.")):
         logger.warning("listening on %s without TLS: anyone who reaches this port can read the robot and drive it "

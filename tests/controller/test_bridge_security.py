@@ -153,22 +153,24 @@ def test_recent_set_and_log_limiter_stay_bounded():
     assert lim.ready() == 999 and lim.ready() is None
 
 
-def tls_endpoint(port: int) -> str:
-    return f"tls/localhost:{port}"
+def tls_endpoint(port: int, protocol: str = "tls") -> str:
+    return f"{protocol}/localhost:{port}"
 
 
-def test_tls_loopback_carries_the_loop_and_a_client_trusting_another_ca_gets_nothing(tmp_path):
+@pytest.mark.parametrize("protocol", ["tls", "quic"])
+def test_tls_loopback_carries_the_loop_and_a_client_trusting_another_ca_gets_nothing(tmp_path, protocol):
     certs, port = make_certs(tmp_path), free_port()
+    at = tls_endpoint(port, protocol)
     server_tls = TlsConfig(ca=certs["ca"], cert=certs["robot_cert"], key=certs["robot_key"])
-    with serving(port, endpoint=tls_endpoint(port), tls=server_tls) as (server, made):
-        robot = BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=tls_endpoint(port), tls=TlsConfig(ca=certs["ca"])))
+    with serving(port, endpoint=at, tls=server_tls) as (server, made):
+        robot = BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=at, tls=TlsConfig(ca=certs["ca"])))
         try:
             drive(robot, 0.5)
-            wait_until(lambda: 0.5 in made[0].applied, what="a command over TLS applied")
+            wait_until(lambda: 0.5 in made[0].applied, what=f"a command over {protocol} applied")
         finally:
             robot.close()
-        with pytest.raises(BridgeError, match="no observation from a robot at tls/localhost"):
-            BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=tls_endpoint(port), connect_timeout_s=1.0,
+        with pytest.raises(BridgeError, match=f"no observation from a robot at {protocol}/localhost"):
+            BridgeRobot(2, 1, PERIOD, BridgeConfig(endpoint=at, connect_timeout_s=1.0,
                                                    tls=TlsConfig(ca=certs["other_ca"])))
 
 
@@ -196,7 +198,9 @@ def test_bad_tls_settings_are_one_line_errors(tmp_path):
         BridgeConfig(endpoint="tls/localhost:7390")
     with pytest.raises(ConfigError, match="needs tls.cert and tls.key"):
         ServerConfig(endpoint="tls/localhost:7390")
-    with pytest.raises(ConfigError, match="is not tls/HOST:PORT"):
+    with pytest.raises(ConfigError, match="needs tls.ca"):
+        BridgeConfig(endpoint="quic/localhost:7390")
+    with pytest.raises(ConfigError, match="is not tls/ or quic/"):
         BridgeConfig(endpoint="tcp/127.0.0.1:7390", tls=TlsConfig(ca=__file__))
 
 
