@@ -6,7 +6,9 @@ a plan that overran its deadline is counted as a miss; idle time is skipped) or,
 ``--realtime``, in wall-clock mode (physics runs in real time in its own thread at the
 task's physics control rate; late actions have real consequences), or, with ``--robot
 ENDPOINT``, a robot in another process (``rtmpc robot``) reached through the bridge
-(controller.bridge; wall-clock, as --realtime).
+(controller.bridge; wall-clock, as --realtime): then the task's sizes, bounds, period,
+name and observation names come from the model file's metadata and neither MuJoCo nor
+torch is imported (the robot computer needs only the model file).
 ``--commit next`` commits each action one period ahead (loop.commit; sent at the cycle's
 wake, planned on the previous observation with the action sent then fixed): in lockstep
 too, the simulation steps with the action sent in each cycle, so lockstep shows the cost
@@ -56,7 +58,13 @@ def add_arguments(p) -> None:
                         "the action planned last cycle (one-period delay compensation) (default: the config's "
                         "loop.commit)")
     p.add_argument("--robot", metavar="ENDPOINT", help="drive the robot served by `rtmpc robot` at ENDPOINT "
-                                                       "(e.g. tcp/127.0.0.1:7447) through the bridge")
+                                                       "(e.g. tcp/127.0.0.1:7390) through the bridge")
+    p.add_argument("--ros2", metavar="YAML", help="with --robot: the robot speaks ROS 2 (JointState in, "
+                                                  "Float64MultiArray out); the file maps its joints to the model's "
+                                                  "observation (Ros2Config, docs/bridge.md)")
+    from .robot import add_tls_arguments
+
+    add_tls_arguments(p, "the controller's (with --mtls)")
     p.add_argument("--video", help="write a video of the first episode (.mp4 or .gif)")
     p.add_argument("--out", help="directory for telemetry (default: beside the model, control/)")
     p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -88,12 +96,14 @@ def physics_steps_per_tick(servo_hz: float, physics_s: float) -> int:
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
                  realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
                  out: Path | None = None, video: str | None = None, stretch_episode: bool = False,
-                 robot_endpoint: str | None = None) -> dict:
+                 robot_endpoint: str | None = None, tls=None, ros2=None) -> dict:
     """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more).
 
     stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
-    an in-process SimRobot; the local task only gives the sizes and the bounds.
+    an in-process SimRobot; the task's sizes, bounds and period come from the model file
+    (no simulator is built). tls: a TlsConfig for a tls/ endpoint; ros2: a Ros2Config when
+    the robot speaks ROS 2 (then the robot's side measures the return: NaN here).
     """
     from rtmpc.controller import LoopTiming, deploy
     from rtmpc.models.base import ModelError, Policy
@@ -117,10 +127,13 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
             video = None
     returns, records, summaries, bridge = [], [], [], {}
     task_cfg = cfg.task.replace(name=task)  # keeps a cost section for an MJCF task
-    probe = sim.make(task_cfg, action_repeat=repeat)
-    model_spec = probe.spec
-    probe.close()
-    _check_task(model_path, model.dims, trained_on, model_spec)
+    if robot_endpoint:  # the robot computer has no simulator: the model file says it all
+        model_spec = _model_spec(model_path, model.dims, task)
+    else:
+        probe = sim.make(task_cfg, action_repeat=repeat)
+        model_spec = probe.spec
+        probe.close()
+        _check_task(model_path, model.dims, trained_on, model_spec)
     # The one resolution of the rate: --rate, else the file's loop.rate_hz, else the model's step rate.
     timing = LoopTiming.resolve(cfg.loop, 1.0 / model_spec.control_period, rate_hz=rate_hz)
     # a cycle is a servo tick with loop.servo_hz (the planner steps at ``timing``), else a plan period
@@ -138,18 +151,19 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
     robot_task = task_cfg.replace(action_repeat=1 if stepwise else repeat,
                                   episode_steps=task_cfg.episode_steps * (repeat if stepwise else 1))
     for ep in range(episodes):
-        env = sim.make(robot_task, seed=seed + ep)
-        spec = env.spec
         if robot_endpoint:
-            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, env), \
+            spec = model_spec
+            robot, safety_cfg = _bridge_robot(robot_endpoint, spec, timing.period_s, tls, ros2), \
                 cfg.safety.replace(stale_from="stamp")
         else:
+            env = sim.make(robot_task, seed=seed + ep)
+            spec = env.spec
             robot, safety_cfg = sim.SimRobot(env, mode="wallclock" if realtime else "lockstep", seed=seed + ep,
                                              steps_per_send=1 if realtime or not cfg.loop.servo_hz else per_send,
                                              record_every_s=(1.0 / 25.0) if (video and ep == 0) else 0.0), cfg.safety
         planner = make_planner(cfg.planner, model, rng=seed + ep)
         max_cycles = cycles or cfg.loop.max_cycles or int(math.ceil(spec.episode_steps * spec.control_period
-                                                                     / tick_s))
+                                                                     / tick_s)) or 10**9
         if robot_endpoint and not (cycles or cfg.loop.max_cycles):
             # the robot's episode starts at its first command: let its end stop us
             max_cycles += int(math.ceil(1.0 / tick_s))
@@ -195,14 +209,52 @@ def _check_task(model_path, dims, trained_on: str | None, spec) -> None:
                     model_path, trained_on, spec.name, trained_on)
 
 
-def _bridge_robot(endpoint: str, spec, period_s: float, env):
-    """A BridgeRobot to ``endpoint`` for the task ``spec`` (the local ``env`` is closed: the
-    robot's process simulates). Its stamps are arrival times on the loop's clock, so the
-    watchdog measures staleness from them (safety.stale_from = stamp)."""
-    from rtmpc.controller.bridge import BridgeConfig, BridgeRobot
+def _model_spec(model_path, dims, task: str):
+    """The task as the model file's metadata describes it (``rtmpc export`` writes task,
+    control_period, action_repeat, episode_steps, obs_names): sizes and bounds from the model;
+    an older file without episode_steps runs until the robot's episode ends."""
+    from rtmpc.models.base import ModelError, meta_value
+    from rtmpc.sim.base import TaskSpec
 
-    env.close()
-    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, BridgeConfig(endpoint=endpoint))
+    meta, source = dims.meta, str(model_path)
+    period = meta_value(meta, "control_period", float, source)
+    if not (math.isfinite(period) and period > 0):
+        raise ModelError(f"model file {source} has control_period = {period!r}: export it again")
+    names = tuple(meta_value(meta, "obs_names", json.loads, source)) if "obs_names" in meta else ()
+    if names and len(names) != dims.obs_dim:
+        names = ()
+    return TaskSpec(name=task, obs_dim=dims.obs_dim, act_dim=dims.act_dim, action_low=dims.action_low,
+                    action_high=dims.action_high, control_period=period,
+                    episode_steps=int(meta_value(meta, "episode_steps", int, source)) if "episode_steps" in meta else 0,
+                    action_repeat=int(meta.get("action_repeat", 1)), obs_names=names)
+
+
+def _bridge_robot(endpoint: str, spec, period_s: float, tls=None, ros2=None):
+    """A BridgeRobot to ``endpoint`` for the task ``spec``; it refuses a robot that announces
+    another task or other sizes. Its stamps are arrival times on the loop's clock, so the
+    watchdog measures staleness from them (safety.stale_from = stamp)."""
+    from rtmpc.controller.bridge import BridgeConfig, BridgeRobot, Ros2Robot
+
+    cfg = BridgeConfig(endpoint=endpoint) if tls is None else BridgeConfig(endpoint=endpoint, tls=tls)
+    if ros2 is not None:
+        return Ros2Robot(spec.obs_dim, spec.act_dim, period_s, cfg, ros2)
+    return BridgeRobot(spec.obs_dim, spec.act_dim, period_s, cfg, task=spec.name)
+
+
+def _ros2_config(args):
+    from rtmpc.configs import ConfigError, load
+
+    if not args.ros2:
+        return None
+    if not args.robot:
+        raise ConfigError("--ros2 goes with --robot ENDPOINT (the robot's zenoh endpoint, e.g. that of "
+                          "zenoh-bridge-ros2dds)")
+    if not Path(args.ros2).is_file():
+        raise ConfigError(f"--ros2 {args.ros2} is not a file: give a YAML file with the Ros2Config fields "
+                          f"(joint_states, commands, observation; docs/bridge.md)")
+    from rtmpc.controller.bridge import Ros2Config
+
+    return load(Ros2Config, args.ros2)
 
 
 def print_summary(r: dict) -> None:
@@ -226,6 +278,7 @@ def print_summary(r: dict) -> None:
 
 
 def run(args) -> int:
+    from .robot import tls_config
     from .runconfig import config_or_runs
 
     model_path = Path(args.model)
@@ -240,7 +293,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else model_path.parent / "control"
     result = run_episodes(model_path, args.task, cfg, episodes=args.episodes, rate_hz=args.rate,
                           realtime=args.realtime, cycles=args.cycles, threads=args.threads, seed=args.seed,
-                          out=out, video=args.video, robot_endpoint=args.robot)
+                          out=out, video=args.video, robot_endpoint=args.robot,
+                          tls=tls_config(args) if args.robot else None, ros2=_ros2_config(args))
     print_summary(result)
     if args.video:
         print(f"  video         {args.video}")

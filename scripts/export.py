@@ -75,8 +75,7 @@ def export_run(run_dir: str | Path, *, out: str | Path | None = None, precision:
     spec = env.spec
     env.close()
     out = Path(out) if out else run_dir.model
-    metadata = {"task": spec.name, "control_period": repr(spec.control_period),
-                "action_repeat": str(spec.action_repeat)}
+    metadata = spec.model_metadata()  # what a robot computer needs without the simulator
     try:
         buffer = ReplayBuffer.load(committed_file(run_dir, "buffer", "buffer.npz"))
         rows = np.sort(np.random.default_rng(0).choice(len(buffer), size=min(samples, len(buffer)), replace=False))

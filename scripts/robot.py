@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import signal
+import sys
 
 from . import flags
 
@@ -27,7 +28,13 @@ def add_arguments(p) -> None:
 
     p.add_argument("--task", default="cartpole-swingup", help="task name (default cartpole-swingup)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT,
-                   help=f"where to listen: tcp/HOST:PORT or udp/HOST:PORT (default {DEFAULT_ENDPOINT})")
+                   help=f"where to listen: tcp/, udp/, tls/ or quic/HOST:PORT (default {DEFAULT_ENDPOINT})")
+    add_tls_arguments(p, "the robot's")
+    p.add_argument("--takeover", action="store_true",
+                   help="let a new controller session replace the current one while it is alive (logged); default: "
+                        "only once the current one is gone")
+    p.add_argument("--access-control", default="", metavar="FILE",
+                   help="JSON5 file with zenoh's access_control section (e.g. configs/bridge_access.json5)")
     p.add_argument("--key", default="rtmpc/robot", help="topic prefix: KEY/obs, KEY/cmd, KEY/alive")
     p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the first episode (episode i uses seed+i)")
     p.add_argument("--episodes", type=flags.count(0, 10**9), default=0,
@@ -50,6 +57,22 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
 
+def add_tls_arguments(p, whose: str) -> None:
+    """--tls-ca, --tls-cert, --tls-key, --mtls (both sides of the bridge)."""
+    p.add_argument("--tls-ca", default="", metavar="PEM", help="tls/ endpoints: the CA certificate that signed the "
+                                                               "other side's certificate")
+    p.add_argument("--tls-cert", default="", metavar="PEM", help=f"tls/ endpoints: {whose} certificate")
+    p.add_argument("--tls-key", default="", metavar="PEM", help="tls/ endpoints: the private key of --tls-cert")
+    p.add_argument("--mtls", action="store_true", help="mutual TLS: the robot accepts only controllers with a "
+                                                       "certificate signed by --tls-ca")
+
+
+def tls_config(args):
+    from rtmpc.controller.bridge.config import TlsConfig
+
+    return TlsConfig(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, mutual=args.mtls)
+
+
 def print_summary(task: str, s: dict) -> None:
     c, inj = s["commands"], s["obs_injected"]
     each = ", ".join(f"{r:.1f}" for r in s["returns"]) or "none"
@@ -59,8 +82,9 @@ def print_summary(task: str, s: dict) -> None:
     bad = sum(c[k] for k in ("size", "magic", "version", "kind", "value"))
     print(f"  commands      {c['received']} received, {c['accepted']} applied; dropped: {bad} malformed, "
           f"{c['late']} late, {c['duplicate']} duplicate, {c['out_of_order']} out of order, "
-          f"{c['old_session']} old session, {c['ignored']} after the episode; {c['gaps']} seq gaps, "
-          f"{c['controllers']} controller session(s)")
+          f"{c['old_session']} old session, {c['refused']} refused (another controller was alive), "
+          f"{c['ignored']} after the episode; {c['gaps']} seq gaps, {c['controllers']} controller session(s), "
+          f"{c['takeovers']} operator takeover(s)")
     print(f"  watchdog      {s['watchdog_trips']} trip(s), {s['watchdog_periods']} period(s) in the safe action "
           f"(after {1e3 * s['watchdog_s']:.0f} ms without a command)")
     r, j = s["rtt_ms"], s["jitter_ms"]
@@ -76,7 +100,8 @@ def run(args) -> int:
     from rtmpc import sim
 
     cfg = ServerConfig(endpoint=args.endpoint, key=args.key, watchdog_periods=args.watchdog, linger_s=args.linger,
-                       episodes=args.episodes,
+                       episodes=args.episodes, tls=tls_config(args), takeover=args.takeover,
+                       access_control=args.access_control,
                        faults=FaultConfig(drop=args.drop, reorder=args.reorder, duplicate=args.duplicate,
                                           seed=args.fault_seed))
     task = sim.TaskConfig(name=args.task, action_repeat=args.action_repeat, episode_steps=args.episode_steps)
@@ -88,7 +113,11 @@ def run(args) -> int:
         env = first if episode == 0 else sim.make(task, seed=args.seed + episode)
         return sim.SimRobot(env, mode="lockstep", seed=args.seed + episode)
 
-    server = RobotServer(make_robot, spec.obs_dim, spec.act_dim, spec.control_period, spec.safe_action, cfg)
+    server = RobotServer(make_robot, spec.obs_dim, spec.act_dim, spec.control_period, spec.safe_action, cfg,
+                         task=spec.name)
+    # zenoh's thread runs Python for every message that arrives (a flood too); the pacing
+    # thread gets the interpreter back within 0.5 ms instead of Python's default 5 ms
+    sys.setswitchinterval(5e-4)
     stop = {}
 
     def on_signal(signum, frame):
@@ -98,6 +127,8 @@ def run(args) -> int:
     saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     log.info("robot %s at %s: %.4g Hz, watchdog %d periods, session %08x", spec.name, cfg.endpoint,
              1.0 / spec.control_period, cfg.watchdog_periods, server.session_id)
+    if cfg.takeover:
+        log.warning("--takeover: a new controller session may replace a live one")
     try:
         summary = server.run(duration_s=args.duration)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,14 @@ class TaskSpec:
         mid = 0.5 * (self.action_low + self.action_high)
         inside = (self.action_low <= 0) & (self.action_high >= 0)
         return np.where(inside, zero, mid)
+
+    def model_metadata(self) -> dict[str, str]:
+        """What an exported model file records of its task (ONNX metadata, strings): name,
+        period, action repeat, episode length and observation names, so that a robot computer
+        needs only the model file (``rtmpc control --robot``), never the simulator."""
+        return {"task": self.name, "control_period": repr(self.control_period),
+                "action_repeat": str(self.action_repeat), "episode_steps": str(self.episode_steps),
+                "obs_names": json.dumps(list(self.obs_names))}
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary; ``n_actions`` appears only for a discrete task."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -12,15 +13,18 @@ import numpy as np
 from rtmpc.controller.base import Observation
 
 from .config import BridgeConfig
+from .limits import RecentSet
 from .messages import (
     OBS_DONE,
     OBS_WATCHDOG,
     REASONS,
     CmdEncoder,
     MessageError,
+    cmd_size,
     count_rejected,
     decode_obs,
     new_session_id,
+    obs_size,
 )
 from .transport import BridgeError, FaultyPublisher, declare_publisher, is_delete, open_session
 
@@ -36,6 +40,10 @@ COUNTS = ("received", "accepted", *REASONS, "duplicate", "out_of_order", "gaps",
 ALIVE_AGAIN_AFTER = 3
 
 
+def _task(name: str) -> str:
+    return f"task {name}" if name else "a task"
+
+
 class BridgeRobot:
     """A robot in another process, reached through the bridge (``rtmpc robot`` on the
     other side). Implements :class:`~controller.base.Robot`.
@@ -44,6 +52,10 @@ class BridgeRobot:
     dropped and counted). period_s: the control loop's period (the default command
     deadline is 3 of them). clock: seconds on the loop's monotonic clock (default
     time.monotonic, what MonotonicClock reads).
+
+    task: the task the controller's model is for; the robot announces its task and sizes
+    on ``KEY/info`` and a robot whose task (when both are named) or sizes differ is
+    refused with a BridgeError (a robot that announces nothing is used, with a warning).
 
     Threads: zenoh's callback thread stores each valid observation under a lock; the
     loop thread calls :meth:`read` and :meth:`send` (one caller). Building it waits (up to
@@ -69,7 +81,7 @@ class BridgeRobot:
     """
 
     def __init__(self, obs_dim: int, act_dim: int, period_s: float, config: BridgeConfig = BridgeConfig(), *,
-                 clock: Callable[[], float] = time.monotonic, session_id: int | None = None):
+                 clock: Callable[[], float] = time.monotonic, session_id: int | None = None, task: str = ""):
         if not period_s > 0:
             raise ValueError(f"period_s = {period_s!r} must be > 0")
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
@@ -83,7 +95,8 @@ class BridgeRobot:
         self._latest = None  # newest accepted ObsMessage
         self._rx = math.nan  # when it arrived (clock)
         self._session: int | None = None
-        self._retired: set[int] = set()
+        self._retired = RecentSet(64)  # replaced robot sessions
+        self._obs_bytes = obs_size(obs_dim)
         self._lost = False
         self._after_loss = 0  # observations of the lost robot's session accepted since the loss
         self._ret_key: tuple[int, int] | None = None  # (session, episode) of the last read
@@ -91,15 +104,20 @@ class BridgeRobot:
         self._answer = (0, math.nan)  # robot seq and stamp of the last observation read
         self._cmd_seq = 0
         self._closed = False
-        self._session_z = open_session(config.endpoint, listen=False)
+        self._session_z = open_session(config.endpoint, listen=False,
+                                       max_message_bytes=max(self._obs_bytes, cmd_size(act_dim)), tls=config.tls)
         try:
             z = self._session_z
+            # the robot refuses another controller while this token lives (server.py)
+            self._token_z = z.liveliness().declare_token(f"{config.key}/ctl/{self._enc.session:08x}")
             self._pub_z = declare_publisher(z, f"{config.key}/cmd")
             self._pub = FaultyPublisher(self._pub_z.put, config.faults)
             self._sub_z = z.declare_subscriber(f"{config.key}/obs", self._on_obs)
             self._live_z = z.liveliness().declare_subscriber(f"{config.key}/alive", self._on_alive,
                                                              history=True)
-            self._wait_first(config.connect_timeout_s)
+            end = time.monotonic() + config.connect_timeout_s  # one deadline for both
+            self._check_robot(task, end)
+            self._wait_first(config.connect_timeout_s, end)
         except BaseException:
             self.close()
             raise
@@ -134,7 +152,7 @@ class BridgeRobot:
             if pub is not None:
                 pub.flush()
         finally:
-            for name in ("_live_z", "_sub_z", "_pub_z"):
+            for name in ("_live_z", "_sub_z", "_pub_z", "_token_z"):
                 obj = getattr(self, name, None)
                 if obj is not None:
                     obj.undeclare()
@@ -169,8 +187,41 @@ class BridgeRobot:
         return out
 
     # -- zenoh's threads -------------------------------------------------------------------------
-    def _wait_first(self, timeout_s: float) -> None:
-        end = time.monotonic() + timeout_s
+    def _check_robot(self, task: str, end: float) -> None:
+        """Ask the robot (KEY/info) for its task and sizes until it answers, observations arrive
+        without an answer for 1 s (a robot that announces nothing), or ``end``; refuse a robot
+        whose task or sizes differ from the model's."""
+        heard = None
+        while time.monotonic() < end:
+            for reply in self._session_z.get(f"{self.config.key}/info", timeout=0.3):
+                if reply.ok is None:
+                    continue
+                try:
+                    info = json.loads(reply.ok.payload.to_string())
+                    got = (str(info["task"]), int(info["obs_dim"]), int(info["act_dim"]))
+                except (ValueError, KeyError, TypeError):
+                    raise BridgeError(f"the robot at {self.endpoint} announced {reply.ok.payload.to_string()[:200]!r}, "
+                                      f"not its task and sizes: is it an rtmpc robot?") from None
+                mine = (task if task and got[0] else got[0], self.obs_dim, self.act_dim)  # names: when both have one
+                if got != mine:
+                    fix = (f"start `rtmpc robot --task {mine[0]}`" if mine[0] else "start the robot with a task of "
+                           "the model's sizes") + (f" or use a model trained on {got[0]}" if got[0] else "")
+                    raise BridgeError(f"the robot at {self.endpoint} runs {_task(got[0])} with obs {got[1]}, act "
+                                      f"{got[2]}, but the model is for {_task(mine[0])} with obs {mine[1]}, act "
+                                      f"{mine[2]}: {fix}")
+                return
+            with self._lock:
+                received = self._counts["received"]
+            if received:
+                heard = heard or time.monotonic()
+                if time.monotonic() - heard >= 1.0:
+                    logger.warning("bridge: the robot at %s does not announce its task and sizes (KEY/info): "
+                                   "they are not checked", self.endpoint)
+                    return
+            else:
+                threading.Event().wait(0.05)  # the connection is retried in the background
+
+    def _wait_first(self, timeout_s: float, end: float) -> None:
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0 or not self._fresh.wait(remaining):
@@ -187,11 +238,14 @@ class BridgeRobot:
                     return
 
     def _on_obs(self, sample) -> None:
-        buf = sample.payload.to_bytes()
         now = self._clock()
         counts = self._counts
+        size = len(sample.payload)
         try:
-            m = decode_obs(buf, self.obs_dim)
+            if size != self._obs_bytes:  # checked before the payload is copied
+                raise MessageError("size", f"{size} bytes where an observation of {self.obs_dim} values has "
+                                           f"{self._obs_bytes}")
+            m = decode_obs(sample.payload.to_bytes(), self.obs_dim)
         except MessageError as err:
             if count_rejected(counts, self._lock, err):
                 logger.warning("bridge: dropped an observation (%s: %s); every such message is counted", err.reason,

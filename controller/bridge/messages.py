@@ -57,7 +57,7 @@ import numpy as np
 
 __all__ = ["count_rejected", "VERSION", "MAGIC", "OBS", "CMD", "OBS_DONE", "OBS_WAITING", "OBS_WATCHDOG", "REASONS",
            "MessageError", "ObsMessage", "CmdMessage", "ObsEncoder", "CmdEncoder", "decode_obs",
-           "decode_cmd", "obs_size", "cmd_size", "new_session_id"]
+           "decode_cmd", "cmd_session", "obs_size", "cmd_size", "new_session_id"]
 
 MAGIC = b"RTMC"
 VERSION = 1
@@ -199,6 +199,13 @@ def count_rejected(counts: dict[str, int], lock, err: MessageError) -> bool:
         counts["received"] += 1
         counts[err.reason] += 1
         return counts[err.reason] == 1
+
+
+def cmd_session(buf: bytes, act_dim: int) -> int:
+    """The sender's session of a command message of ``act_dim`` values, after the header's
+    checks (length, magic, version, kind, size); raises MessageError. What a receiver reads
+    to turn a stranger away before decoding the rest."""
+    return _header(buf, CMD, act_dim, CMD_HEAD)[0]
 
 
 def decode_cmd(buf: bytes, act_dim: int) -> CmdMessage:

@@ -16,8 +16,14 @@ An episode goes through three states:
   ``linger_s``, commands are ignored, then the next episode is reset.
 
 A command is valid when it decodes (messages.py), comes from the current controller
-session in sequence (a duplicate or an older seq is dropped; a new controller session
-replaces the old one) and arrives before its deadline (robot clock). Every outcome is
+session in sequence (a duplicate or an older seq is dropped) and arrives before its
+deadline (robot clock). A new controller session replaces the current one only once the
+current one is gone: its liveliness token ``KEY/ctl/SESSION`` (8 hex digits, declared by
+each BridgeRobot) was dropped, or, if it never declared one, no command of it has come
+for the watchdog time; until then the new session's commands are ``refused`` (counted,
+logged at most every 5 s). ``ServerConfig.takeover`` (``rtmpc robot --takeover``) lets
+a new session replace a live one (logged). Replaced sessions are remembered (the last
+:data:`RETIRED` of them) and their commands dropped (``old_session``). Every outcome is
 counted; the round trip (publication of an observation -> arrival of the first command
 answering it) is measured for each answered observation.
 
@@ -29,6 +35,7 @@ pacing loop), zenoh's callback thread for commands; :meth:`stop` from any thread
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Callable
@@ -37,6 +44,7 @@ import numpy as np
 from rtmpc.controller.base import Clock, MonotonicClock, Robot
 
 from .config import ServerConfig
+from .limits import LogLimiter, RecentSet
 from .messages import (
     OBS_DONE,
     OBS_WAITING,
@@ -44,11 +52,14 @@ from .messages import (
     REASONS,
     MessageError,
     ObsEncoder,
+    cmd_session,
+    cmd_size,
     count_rejected,
     decode_cmd,
     new_session_id,
+    obs_size,
 )
-from .transport import FaultyPublisher, declare_publisher, open_session
+from .transport import FaultyPublisher, declare_publisher, is_delete, open_session
 
 __all__ = ["RobotServer", "WAITING", "RUNNING", "DONE"]
 
@@ -56,7 +67,9 @@ logger = logging.getLogger(__name__)
 
 WAITING, RUNNING, DONE = "waiting", "running", "done"
 COUNTS = ("received", "accepted", *REASONS, "duplicate", "out_of_order", "gaps", "old_session", "late",
-          "ignored", "controllers")
+          "ignored", "controllers", "refused", "takeovers")
+RETIRED = 64  # replaced controller sessions remembered (their late commands are dropped)
+LIVE_TOKENS = 256  # controller liveliness tokens remembered
 _RING = 4096  # observations remembered for the round-trip measurement
 _SAMPLES = 1 << 20  # round-trip and jitter samples kept (a ring past that)
 
@@ -73,12 +86,15 @@ class RobotServer:
 
     make_robot(episode) -> Robot stepping one period per ``send``; obs_dim, act_dim: its
     sizes; period_s: the robot period (the rate observations are published at);
-    safe_action: (A,) what the watchdog applies; clock: default MonotonicClock.
+    safe_action: (A,) what the watchdog applies; clock: default MonotonicClock; task: the
+    task's name, announced with the sizes and the period on ``KEY/info`` (a zenoh queryable
+    answering JSON ``{"task", "obs_dim", "act_dim", "period_s"}``), which a BridgeRobot
+    checks against its model.
     """
 
     def __init__(self, make_robot: Callable[[int], Robot], obs_dim: int, act_dim: int, period_s: float,
                  safe_action: np.ndarray, config: ServerConfig = ServerConfig(), *, clock: Clock | None = None,
-                 session_id: int | None = None):
+                 session_id: int | None = None, task: str = ""):
         if not period_s > 0:
             raise ValueError(f"period_s = {period_s!r} must be > 0")
         safe = np.asarray(safe_action, dtype=np.float64).reshape(-1)
@@ -90,6 +106,7 @@ class RobotServer:
         self.clock = clock if clock is not None else MonotonicClock(spin_s=0.0)  # a sleep is precise enough here
         self.session_id = session_id or new_session_id()
         self._enc = ObsEncoder(obs_dim, self.session_id)
+        self._info = json.dumps({"task": task, "obs_dim": obs_dim, "act_dim": act_dim, "period_s": period_s})
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while run() is not running
         self._idle.set()
@@ -101,7 +118,12 @@ class RobotServer:
         self._cmd_rx = -np.inf  # when it arrived
         self._ctl: int | None = None  # controller session
         self._ctl_seq = 0
-        self._retired: set[int] = set()
+        self._ctl_rx = -np.inf  # when the controller's last in-sequence command arrived
+        self._ctl_token: bool | None = None  # its liveliness token: None never seen, True alive, False dropped
+        self._live = RecentSet(LIVE_TOKENS)  # sessions whose controller token is declared
+        self._retired = RecentSet(RETIRED)
+        self._refused_log, self._replaced_log = LogLimiter(5.0), LogLimiter(5.0)
+        self._cmd_bytes = cmd_size(act_dim)
         self._counts = dict.fromkeys(COUNTS, 0)
         self._pub_seq = np.full(_RING, -1, dtype=np.int64)  # seq published in each ring slot
         self._pub_t = np.zeros(_RING)
@@ -114,8 +136,13 @@ class RobotServer:
         self._stats = {"published": 0, "episodes": 0, "watchdog_trips": 0, "watchdog_periods": 0,
                        "skipped_periods": 0}
         self.returns: list[float] = []
-        self._z = open_session(config.endpoint, listen=True)
+        self._z = open_session(config.endpoint, listen=True,
+                               max_message_bytes=max(obs_size(obs_dim), self._cmd_bytes), tls=config.tls,
+                               access_control=config.access_control)
         try:
+            self._ctl_z = self._z.liveliness().declare_subscriber(f"{config.key}/ctl/*", self._on_ctl,
+                                                                  history=True)
+            self._info_z = self._z.declare_queryable(f"{config.key}/info", self._on_info)
             self._token = self._z.liveliness().declare_token(f"{config.key}/alive")
             self._pub_z = declare_publisher(self._z, f"{config.key}/obs")
             self._pub = FaultyPublisher(self._pub_z.put, config.faults)
@@ -161,7 +188,7 @@ class RobotServer:
         try:
             self._pub.flush()
         finally:
-            for obj in (self._sub_z, self._pub_z, self._token):
+            for obj in (self._sub_z, self._ctl_z, self._info_z, self._pub_z, self._token):
                 obj.undeclare()
             self._z.close()
 
@@ -273,47 +300,123 @@ class RobotServer:
 
     # -- zenoh's thread -----------------------------------------------------------------------------
     def _on_cmd(self, sample) -> None:
-        buf = sample.payload.to_bytes()
         now = self.clock.now()
         counts = self._counts
+        size = len(sample.payload)
         try:
+            if size != self._cmd_bytes:  # checked before the payload is copied
+                raise MessageError("size", f"{size} bytes where a command of {self.act_dim} values has "
+                                           f"{self._cmd_bytes}")
+            buf = sample.payload.to_bytes()
+            session = cmd_session(buf, self.act_dim)
+            if session != self._ctl and self._turned_away(session, now):
+                return  # a stranger's command: not decoded further (a flood costs little)
             c = decode_cmd(buf, self.act_dim)
         except MessageError as err:
             if count_rejected(counts, self._lock, err):
                 logger.warning("dropped a command (%s: %s); every such message is counted", err.reason, err)
             return
+        note = None  # a log line, written after the lock is released
+        try:
+            with self._lock:
+                if c.session != self._ctl:
+                    verdict = self._verdict(c.session, now)  # again: the controller may have changed
+                    if verdict is not None:
+                        counts["received"] += 1
+                        counts[verdict] += 1
+                        return
+                    counts["received"] += 1
+                    old = self._ctl
+                    if old is not None:
+                        self._retired.add(old)
+                        alive = self._alive(now)
+                        counts["takeovers"] += alive
+                        held = self._replaced_log.ready()
+                        if held is not None:
+                            note = ("%s: controller session %08x replaces %08x (%d such lines held back)",
+                                    "operator takeover (--takeover)" if alive else "the controller is gone",
+                                    c.session, old, held)
+                    counts["controllers"] += 1
+                    self._ctl = c.session
+                    self._ctl_token = True if c.session in self._live else None
+                else:
+                    counts["received"] += 1
+                    if c.seq == self._ctl_seq:
+                        counts["duplicate"] += 1
+                        return
+                    if c.seq < self._ctl_seq:
+                        counts["out_of_order"] += 1
+                        return
+                    counts["gaps"] += c.seq - self._ctl_seq - 1
+                self._ctl_seq, self._ctl_rx = c.seq, now
+                i = c.obs_seq % _RING
+                if self._pub_seq[i] == c.obs_seq:  # the first answer to that observation
+                    self._rtt[self._n_rtt % _SAMPLES] = now - self._pub_t[i]
+                    self._n_rtt += 1
+                    self._pub_seq[i] = -1
+                if now > c.deadline:
+                    counts["late"] += 1
+                elif self._state == DONE:
+                    counts["ignored"] += 1
+                else:
+                    np.copyto(self._action, c.action)
+                    self._cmd_rx = now
+                    self._armed = True
+                    counts["accepted"] += 1
+        finally:
+            self._log(note)
+
+    def _alive(self, now: float) -> bool:
+        """Whether the current controller holds control (under the lock): its liveliness token
+        is declared, or it never declared one and its last command came within the watchdog time."""
+        return bool(self._ctl_token or (self._ctl_token is None and now - self._ctl_rx <= self.watchdog_s))
+
+    def _verdict(self, session: int, now: float) -> str | None:
+        """Why a command of ``session`` (not the controller's) is turned away (under the lock):
+        ``old_session`` (a replaced controller), ``refused`` (the controller is alive), or None."""
+        if session in self._retired:
+            return "old_session"
+        if self._ctl is not None and not self.config.takeover and self._alive(now):
+            return "refused"
+        return None
+
+    def _turned_away(self, session: int, now: float) -> bool:
+        """Count (and log, at most every 5 s) a command of ``session`` that is turned away."""
         with self._lock:
-            counts["received"] += 1
-            if c.session != self._ctl:
-                if c.session in self._retired:
-                    counts["old_session"] += 1
-                    return
-                if self._ctl is not None:
-                    self._retired.add(self._ctl)
-                    logger.warning("a new controller session %08x replaces %08x", c.session, self._ctl)
-                counts["controllers"] += 1
-                self._ctl = c.session
-            elif c.seq == self._ctl_seq:
-                counts["duplicate"] += 1
-                return
-            elif c.seq < self._ctl_seq:
-                counts["out_of_order"] += 1
-                return
+            verdict = self._verdict(session, now)
+            if verdict is None:
+                return False
+            self._counts["received"] += 1
+            self._counts[verdict] += 1
+            held = self._refused_log.ready() if verdict == "refused" else None
+            ctl = self._ctl
+        if held is not None:
+            logger.warning("refused commands of session %08x: controller %08x is alive; a new controller takes over "
+                           "once it is gone, or with rtmpc robot --takeover (%d such lines held back)", session, ctl,
+                           held)
+        return True
+
+    @staticmethod
+    def _log(note) -> None:
+        if note is not None:
+            logger.warning(*note)
+
+    def _on_info(self, query) -> None:
+        query.reply(query.key_expr, self._info)
+
+    def _on_ctl(self, sample) -> None:
+        """A controller's liveliness token KEY/ctl/SESSION appeared or went."""
+        try:
+            session = int(str(sample.key_expr).rsplit("/", 1)[-1], 16)
+        except ValueError:
+            return
+        gone = is_delete(sample)
+        with self._lock:
+            if gone:
+                self._live.discard(session)
             else:
-                counts["gaps"] += c.seq - self._ctl_seq - 1
-            self._ctl_seq = c.seq
-            i = c.obs_seq % _RING
-            if self._pub_seq[i] == c.obs_seq:  # the first answer to that observation
-                self._rtt[self._n_rtt % _SAMPLES] = now - self._pub_t[i]
-                self._n_rtt += 1
-                self._pub_seq[i] = -1
-            if now > c.deadline:
-                counts["late"] += 1
-                return
-            if self._state == DONE:
-                counts["ignored"] += 1
-                return
-            np.copyto(self._action, c.action)
-            self._cmd_rx = now
-            self._armed = True
-            counts["accepted"] += 1
+                self._live.add(session)
+            if session == self._ctl:
+                self._ctl_token = not gone
+        if gone and session == self._ctl:
+            logger.info("controller %08x is gone (its liveliness token was dropped)", session)

@@ -7,6 +7,11 @@ discovered or announced on any network. The controller's session retries a lost
 connection every 0.1-0.5 s, so a restarted robot is found again without a new session.
 Publishers are *express* (no batching), priority real-time, congestion control *drop*
 (a slow reader never blocks the sender; the sequence numbers show what was lost).
+Limits: a session accepts at most :data:`MAX_SESSIONS` peers, and zenoh's maximum message
+size is set from the caller's ``max_message_bytes`` (zenoh's defaults: 1000 peers, 1 GiB
+messages); receivers check a payload's length before copying it. A ``tls/`` or ``quic/`` endpoint takes
+its certificates from a :class:`~controller.bridge.config.TlsConfig`; listening on a
+non-loopback address without TLS logs a warning.
 Zenoh is imported here only, when a session is opened (the ``[bridge]`` extra).
 """
 
@@ -15,14 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from rtmpc.configs import ConfigError
 
-from .config import FaultConfig
+from .config import SECURE, FaultConfig, TlsConfig, split_endpoint
 
-__all__ = ["open_session", "FaultyPublisher", "BridgeError"]
+__all__ = ["open_session", "FaultyPublisher", "BridgeError", "MAX_SESSIONS"]
+
+MAX_SESSIONS = 16  # peers a session accepts: the controller, observers, a restarted controller
+_ZENOH_OVERHEAD = 1024  # bytes of zenoh framing (key, headers, attachment) allowed above a payload
+_LOOPBACK = ("localhost", "::1")
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +51,36 @@ def _zenoh():
     return zenoh
 
 
-def open_session(endpoint: str, *, listen: bool) -> Any:
+def open_session(endpoint: str, *, listen: bool, max_message_bytes: int = 65536, tls: TlsConfig = TlsConfig(),
+                 access_control: str = "") -> Any:
     """A zenoh peer session that listens on (robot) or connects to (controller) ``endpoint``
-    and nothing else: no multicast scouting, no gossip."""
+    and nothing else: no multicast scouting, no gossip.
+
+    max_message_bytes: the largest payload this side expects (larger messages are dropped
+    by zenoh); tls: certificates of a ``tls/`` endpoint; access_control: a JSON5 file
+    holding zenoh's ``access_control`` section (listening side)."""
     zenoh = _zenoh()
     cfg = zenoh.Config()
     cfg.insert_json5("mode", '"peer"')
     cfg.insert_json5("scouting/multicast/enabled", "false")
     cfg.insert_json5("scouting/gossip/enabled", "false")
+    # zenoh 1.10.2 still delivered larger messages in our tests (docs/bridge.md): the receivers
+    # check each payload's length before copying it
+    cfg.insert_json5("transport/link/rx/max_message_size", str(max_message_bytes + _ZENOH_OVERHEAD))
+    cfg.insert_json5("transport/unicast/max_sessions", str(MAX_SESSIONS))
+    cfg.insert_json5("transport/unicast/accept_pending", str(MAX_SESSIONS))
+    protocol, host, _ = split_endpoint(endpoint)
+    if protocol in SECURE:
+        _tls(cfg, tls, listen)
+    elif listen and not (host in _LOOPBACK or host.startswith("127.")):
+        logger.warning("listening on %s without TLS: anyone who reaches this port can read the robot and drive it "
+                       "(use tls/ with --tls-cert/--tls-key/--tls-ca --mtls, docs/bridge.md)", endpoint)
+    if access_control:
+        try:
+            cfg.insert_json5("access_control", Path(access_control).read_text())
+        except Exception as err:  # OSError, or zenoh's ZError on a bad section
+            raise BridgeError(f"access_control file {access_control}: {err}: it must hold zenoh's access_control "
+                              f"section as JSON5 (docs/bridge.md)") from err
     if listen:
         cfg.insert_json5("listen/endpoints", json.dumps([endpoint]))
         cfg.insert_json5("connect/endpoints", "[]")
@@ -63,6 +95,19 @@ def open_session(endpoint: str, *, listen: bool) -> Any:
     except Exception as err:  # zenoh raises ZError (not exported as a type we can rely on)
         raise BridgeError(f"cannot open a zenoh session {'listening on' if listen else 'to'} "
                           f"{endpoint}: {err}") from err
+
+
+def _tls(cfg: Any, tls: TlsConfig, listen: bool) -> None:
+    """zenoh's transport.link.tls keys from a TlsConfig."""
+    keys = {"root_ca_certificate": tls.ca}
+    if listen:
+        keys.update(listen_certificate=tls.cert, listen_private_key=tls.key)
+    elif tls.mutual:
+        keys.update(connect_certificate=tls.cert, connect_private_key=tls.key)
+    for name, path in keys.items():
+        if path:
+            cfg.insert_json5(f"transport/link/tls/{name}", json.dumps(str(path)))
+    cfg.insert_json5("transport/link/tls/enable_mtls", json.dumps(tls.mutual))
 
 
 def declare_publisher(session: Any, key: str) -> Any:

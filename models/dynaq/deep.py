@@ -661,8 +661,7 @@ def export_q_policy(agent: DeepDynaQ, path: str | os.PathLike, spec, *, check_ob
         raise ModelError(f"the agent has obs_dim {agent.obs_dim} and {agent.n_actions} actions, task {spec.name} "
                          f"{spec.obs_dim} and {spec.n_actions}")
     module = GreedyQPolicy(copy.deepcopy(agent.q)).eval()
-    meta = {"task": spec.name, "control_period": repr(spec.control_period), "action_repeat": str(spec.action_repeat),
-            "gamma": repr(agent.cfg.gamma)}
+    meta = {**spec.model_metadata(), "gamma": repr(agent.cfg.gamma)}
     out = export_policy(module, path, kind="dynaq", obs_dim=spec.obs_dim, act_dim=1, action_low=spec.action_low,
                         action_high=spec.action_high, n_actions=spec.n_actions, extra_metadata=meta)
     if check_obs is None and len(agent.real):

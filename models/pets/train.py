@@ -99,9 +99,7 @@ def train_pets(run: RunDir, make_env: Callable[[], object], make_planner: Callab
             kind = "planner"
             fit = fit_ensemble(model, buffer, train_cfg, rng=rng)
             export_onnx(model, run.model, action_low=spec.action_low, action_high=spec.action_high,
-                        gamma=loop_cfg.gamma, extra_metadata={"task": spec.name,
-                                                              "control_period": repr(spec.control_period),
-                                                              "action_repeat": str(spec.action_repeat)})
+                        gamma=loop_cfg.gamma, extra_metadata=spec.model_metadata())
             pick = rng.choice(len(buffer), size=min(loop_cfg.parity_samples, len(buffer)), replace=False)
             parity = check_parity(model, run.model, (buffer.obs[pick], buffer.act[pick]))
             rollout_model = load_model(run.model, threads=loop_cfg.threads,

@@ -153,8 +153,7 @@ class _Collector:
         t0 = time.perf_counter()
         spec, model = self.spec, self.learner.model
         export_latent(model, self.run.model, gamma=self.learner.discount,
-                      extra_metadata={"task": spec.name, "control_period": repr(spec.control_period),
-                                      "action_repeat": str(spec.action_repeat)})
+                      extra_metadata=spec.model_metadata())
         pick = rng.choice(len(buffer), size=min(self.parity_samples, len(buffer)), replace=False)
         self.parity = check_latent_parity(model, self.run.model, buffer.obs[np.sort(pick)],
                                           gamma=self.learner.discount, n_random=2, samples=32, strict=False,

@@ -146,3 +146,34 @@ def robot_args(port: int, *extra: str) -> list[str]:
 
 def controller_args(port: int, rate: float) -> list[str]:
     return [sys.executable, str(HERE / "bridge_controller.py"), endpoint(port), str(rate)]
+
+
+def make_certs(out: Path) -> dict[str, str]:
+    """A CA and, signed by it, a certificate for the robot (localhost, 127.0.0.1) and one for a
+    controller, made with the openssl command line (skips the test without it). Returns
+    the PEM paths: ca, robot_cert, robot_key, ctl_cert, ctl_key, obs_cert, obs_key (common
+    name observer); and a second CA (other_ca)."""
+    import shutil
+
+    import pytest
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("making test certificates needs the openssl command line (apt install openssl)")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=out, check=True, capture_output=True, timeout=GUARD_S)
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for ca in ("ca", "other_ca"):
+        run("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=rtmpc {ca}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, cn in (("robot", "robot"), ("ctl", "controller"), ("obs", "observer")):
+        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        (out / f"{name}.ext").write_text("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                         "extendedKeyUsage=serverAuth,clientAuth\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {"ca": str(out / "ca.pem"), "other_ca": str(out / "other_ca.pem"), "robot_cert": str(out / "robot.pem"),
+            "robot_key": str(out / "robot.key"), "ctl_cert": str(out / "ctl.pem"), "ctl_key": str(out / "ctl.key"),
+            "obs_cert": str(out / "obs.pem"), "obs_key": str(out / "obs.key")}

@@ -31,8 +31,10 @@ def seen(monkeypatch):
             seen["safety"] = period_s
             super().__init__(low, high, period_s, *a, **kw)
 
-    def bridge_robot(endpoint, spec, period_s, env):
+    def bridge_robot(endpoint, spec, period_s, tls=None, ros2=None):
         seen["robot"] = period_s
+        # the robot's process: the task at its physics step (spec comes from the model file)
+        env = sim.make(sim.TaskConfig(name=spec.name, episode_steps=spec.episode_steps * spec.action_repeat))
         robot = sim.SimRobot(env, mode="lockstep")
         robot.stats = {}  # what a BridgeRobot reports
         return robot
