@@ -96,8 +96,7 @@ class MBPOAgent:
         elite = select_members(self.ensemble, self.elites)
         path = run.file("ensemble.onnx")
         export_onnx(elite, path, action_low=spec.action_low, action_high=spec.action_high, gamma=cfg.sac.gamma,
-                    propagation="TS1", extra_metadata={"task": spec.name, "control_period": repr(spec.control_period),
-                                                       "action_repeat": str(spec.action_repeat),
+                    propagation="TS1", extra_metadata={**spec.model_metadata(),
                                                        "mbpo_elites": ",".join(map(str, self.elites))})
         pick = np.random.default_rng(self.fits).choice(len(self.real), min(cfg.parity_samples, len(self.real)),
                                                        replace=False)
@@ -247,8 +246,7 @@ def export_actor(actor: Actor, path, spec, *, check_obs: np.ndarray | None = Non
     from rtmpc.models.common.policy_export import check_policy_parity, export_policy
 
     module = ActorPolicy(actor).eval()
-    meta = {"task": spec.name, "control_period": repr(spec.control_period), "action_repeat": str(spec.action_repeat),
-            "gamma": repr(gamma)}
+    meta = {**spec.model_metadata(), "gamma": repr(gamma)}
     export_policy(module, path, kind="mbpo", obs_dim=spec.obs_dim, act_dim=spec.act_dim,
                   action_low=spec.action_low, action_high=spec.action_high, extra_metadata=meta)
     return check_policy_parity(module, path, check_obs)

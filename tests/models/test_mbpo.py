@@ -3,8 +3,6 @@ ONNX ensemble and their schedule, the real/model mix, the actor's export, a seed
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -14,12 +12,12 @@ from rtmpc.models.mbpo.config import MBPOConfig, SACConfig
 from rtmpc.models.mbpo.rollout import ModelBuffer
 from rtmpc.models.mbpo.sac import SAC
 from rtmpc.models.mbpo.train import MBPOAgent, export_actor
+from rtmpc.sim.base import TaskSpec
 
 
 def _spec(obs_dim=3, act_dim=2, low=(-1.0, -1.0), high=(1.0, 1.0)):
-    return SimpleNamespace(name="toy", obs_dim=obs_dim, act_dim=act_dim, action_low=np.array(low, np.float32),
-                           action_high=np.array(high, np.float32), control_period=0.1, action_repeat=1,
-                           episode_steps=10, n_actions=0)
+    return TaskSpec(name="toy", obs_dim=obs_dim, act_dim=act_dim, action_low=np.array(low, np.float32),
+                    action_high=np.array(high, np.float32), control_period=0.1, action_repeat=1, episode_steps=10)
 
 
 def _point_returns(sac: SAC, starts=(-1.0, -0.5, 0.5, 1.0), steps: int = 10) -> float:
