@@ -99,6 +99,10 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("measurement")
     g.add_argument("--repeats", type=flags.count(1, 10**6), default=20, help="timed plans per implementation")
     g.add_argument("--warmup", type=flags.count(0, 10**6), default=3, help="untimed plans first")
+    g.add_argument("--gap-ms", type=float, default=20.0,
+                   help="idle milliseconds before each timed plan (default 20: spinning worker threads of the "
+                        "implementation before go to sleep, and every plan starts as a control loop's does, "
+                        "after idling; 0: back to back)")
     g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of default "
                                                    "(load_model's), lanes (always split), intra, intra-spin")
     g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
@@ -229,7 +233,7 @@ def run(args) -> int:
         bounds[i], last_gemm = bound_now()
         for j in order.permutation(len(impls)):  # a new order each round: no position bias
             impl = impls[j]
-            time.sleep(0.02)  # let the last implementation's spinning worker threads go to sleep
+            time.sleep(args.gap_ms / 1e3)  # let the last implementation's spinning worker threads go to sleep
             e0 = impl.eval_seconds() if impl.eval_seconds else 0.0
             n0 = impl.evaluations() if impl.evaluations else 0
             p0 = impl.timeline() if impl.timeline else {}
