@@ -17,7 +17,10 @@ the servo goes on reading the previous plan by time, and the late plan, once in,
 by time too. When the plan in use runs out (``floor(x) >= H``) the safe action goes and a
 ``plan_starved`` safety event is counted. A new plan starts at the first model-step tick
 at which the planner is free, so a planner slower than the model step replans every other
-step (or less) without ever holding the servo.
+step (or less) without ever holding the servo. A servo that wakes late skips the ticks it
+missed; if it skips a model step's own tick, the plan starts at the first tick after it and
+the model steps count from there (otherwise that step would start no plan, and the plan in
+use could run out: one skipped tick cost a 2-row policy a whole model step of safe actions).
 
 On a :class:`~controller.clocks.VirtualClock` (lockstep: planning takes no time) the servo
 waits for a plan when its row 1 is due, so a lockstep run uses every plan on time.
@@ -98,6 +101,7 @@ class ServoLoop(ControlLoop):
         nan, nan_a, plan_buf, planned = math.nan, self._nan_a, self._plan_buf, self._planned
         origin = 0 if self._plan_slot == 0 else -(H + 1) * m  # the tick the plan in use was started at
         pending = -1  # the tick of the plan in flight (-1: none)
+        next_start = 0  # the tick at which the next plan may start: one model step after the last one
         late_counted = False
         replans = late = 0
         ages = np.empty(max(limit, 0) if limit > 0 else 1 << 16)
@@ -146,11 +150,13 @@ class ServoLoop(ControlLoop):
             sent = clock.now()
             tel.record(k, scheduled, wake, sent, obs, sent_planned, safety.action, plan_s,
                        sent > scheduled + budget, source, pred, dis, flags)
-            if k % m == 0 and not bad and not w.busy and pending < 0:
-                # the next plan: on this tick's observation, its row 0 the action sent until the next model step
-                first = plan_buf[int(math.floor(x))] if 0 <= x < H and not self._no_plan else safety.action
-                w.submit(n, k, obs.values, np.asarray(first, dtype=np.float64))
-                pending = k
+            if k >= next_start:  # a model step's tick (or the first after it, if the servo skipped it)
+                next_start += m * ((k - next_start) // m + 1)  # no plan now: the next step's tick
+                if not bad and not w.busy and pending < 0:
+                    # the next plan: on this tick's observation, its row 0 the action sent until the next model step
+                    first = plan_buf[int(math.floor(x))] if 0 <= x < H and not self._no_plan else safety.action
+                    w.submit(n, k, obs.values, np.asarray(first, dtype=np.float64))
+                    pending, next_start = k, k + m  # the model steps now count from this plan's tick
             n += 1
             k += 1
             if n == limit:

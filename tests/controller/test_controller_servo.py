@@ -106,3 +106,22 @@ def test_a_bad_observation_sends_the_safe_action_and_starts_no_plan():
     r = loop.telemetry.records()
     assert r["source"][4] == SAFE and robot.sent[4][0] == 0.0
     assert not any(np.isnan(o).any() for o in planner.obs_seen)  # no plan on the NaN observation
+
+
+def test_a_skipped_model_step_tick_still_starts_a_plan():
+    """A servo that wakes a whole period late skips ticks; when it skips a model step's own tick
+    (tick 8 here), the plan of that step starts at the first tick after it (9), so the plan in
+    use (2 rows, as a policy's) runs out for at most a tick instead of a whole model step."""
+    clock = FakeClock()
+    late = {6: lambda: clock.sleep_until(clock.now() + 0.35)}  # the servo wakes next at 0.95 s: tick 9
+    robot = FakeRobot(clock, hooks=late)
+    loop, clock, robot, planner = make(robot=robot, clock=clock, H=2)
+    summary = loop.run(max_cycles=16)
+    r = loop.telemetry.records()
+    ticks = r["slot"].tolist()
+    assert 8 not in ticks and 9 in ticks  # tick 8 was skipped
+    # a plan was started on tick 9's observation, the next one a model step later (tick 13)
+    for tick in (9, 13):
+        assert any(seen[0] == pytest.approx(robot.read_values[ticks.index(tick) + 1][0]) for seen in planner.obs_seen)
+    # only tick 12 (the plan from tick 4 at its row 2) had no plan; before the fix, ticks 12-15
+    assert summary["plan_starved"] == 1 and r["source"][ticks.index(12)] == SAFE
