@@ -40,12 +40,17 @@ once per rollout, not once per operator as ONNX Runtime's intra-op pool does
 Measured on 2 cores (docs/planner_benchmark.md, rounds in shuffled order): lanes take
 14-35% less time per plan than the pool at K = 256 ... 4000, e.g. MPPI K = 1000, H = 15:
 lanes 81 ms, intra 113 ms, intra with spinning 107 ms. Below ``min_lane`` rows per member
-per lane (two lanes need K * P / E >= 64 with the default 32), one lane runs on ONNX Runtime's pool.
+per lane (two lanes need K * P / E >= 64 with the default 32), the first lane runs alone,
+single-threaded: at a few rows per member a call is mostly per-operator work, and waking
+ONNX Runtime's pool for each operator cost more than it saved (MPPI K = 4, H = 3, 2 threads:
+1.31 ms per plan on the pool, 0.33 ms single-threaded; docs/planner_benchmark.md).
 
-Per step a lane runs: Numba kernels (nogil) to fill the actions, ONNX Runtime on the
-bound buffers, the Generator's standard normals, one Numba pass that samples the next
+Per rollout a lane draws the whole horizon's standard normals in one call of its Generator
+(the same stream as one draw per step); per step it runs a Numba kernel (nogil) that fills
+the actions, ONNX Runtime on the bound buffers, and one Numba pass that samples the next
 states in place, accumulates the reward and measures the disagreement. Buffers are
-allocated for the largest K seen and reused; nothing is allocated per step.
+allocated for the largest K (and K x H for the noise) seen and reused; nothing is allocated
+per step. :meth:`PETSRolloutModel.timeline` says where the calling thread's time went.
 
 The graph is models/export.py's "members" layout (per-member 2-D Gemm with the bias
 inside, normalisers folded into the weights, a softplus-free head on the transposed
@@ -354,9 +359,9 @@ class PETSRolloutModel(RolloutModel):
     into ``threads`` lanes, each rolled out for the whole horizon on its own thread with
     single-threaded ONNX Runtime calls) or "intra" (one lane, ONNX Runtime's intra-op
     thread pool inside each call); min_lane: fewest rows per member (candidates times
-    P/E) a lane gets: a K too small for two lanes runs as one lane on ONNX Runtime's
-    intra-op pool (lanes measured faster from 128 rows a lane up: K = 256, P = E, 2
-    threads, 24-55 ms per plan against 36-72 ms on ONNX Runtime's pool).
+    P/E) a lane gets: a K too small for two lanes runs as the first lane alone,
+    single-threaded (below 64 rows per member lanes were slower at short horizons and faster
+    only at long ones: docs/planner_benchmark.md).
     Not thread-safe: one caller at a time.
     """
 
