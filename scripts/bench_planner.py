@@ -8,10 +8,11 @@ data), exports it to ONNX (parity checked), and in one process, on the same weig
    ``--threads`` threads, and keeps the faster: the FLOP bound (planners.bench);
 2. times rtmpc's ``plan()`` (Numba planner over the ONNX Runtime model) in each
    parallel mode: ``default`` (load_model's: lanes from 64 rows per member up, else one
-   lane on ONNX Runtime's pool) and, with more than one thread, ``lanes`` (always split
+   single-threaded lane) and, with more than one thread, ``lanes`` (always split
    the candidates over threads), ``intra`` (ONNX Runtime's own pool) with spinning off
    and on (``intra-spin``); the JSON's headline numbers are the first mode's;
-3. times a plain batched PyTorch planner and, when installed, pytorch_mppi's MPPI;
+3. times the PyTorch planners (plain, careful ``torch-bmm``) and, when installed,
+   pytorch_mppi's MPPI;
 
 in rounds: each of the ``--repeats`` rounds measures the bound and then one plan of every
 implementation in a shuffled order, so that every ratio (fraction of the bound, speedups: medians of the
