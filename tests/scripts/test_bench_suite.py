@@ -43,7 +43,10 @@ def test_suite_trains_each_task_and_resumes_after_a_kill(tmp_path):
     while time.monotonic() < deadline and proc.poll() is None:
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # header + the first evaluation
             break
-        time.sleep(0.05)
+        try:
+            proc.wait(timeout=0.05)  # polls the file every 50 ms, or ends the wait if the suite ended
+        except subprocess.TimeoutExpired:
+            pass
     if proc.poll() is not None:
         pytest.fail("the suite ended before it could be killed mid-run")
     os.killpg(proc.pid, signal.SIGKILL)
