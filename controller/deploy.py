@@ -92,7 +92,8 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
             summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary over episodes: episodes, return_mean/std, returns, cycles, misses, rate_hz
     (achieved, mean over episodes), safety_events and safety_by_kind, fallbacks, stop_reason,
-    and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every cycle; with a servo
+    and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every kept cycle (``dropped``: the
+    cycles that left a full telemetry ring, not counted in these); with a servo
     (two rates): servo_hz, model_hz, replans, replan_hz, plans_late, plan_starved and
     plan_age_ms_p50 / p99."""
     merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
@@ -101,7 +102,8 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
               "returns": [float(r) for r in returns], "cycles": total["cycles"], "misses": total["misses"],
               "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
               "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
-              "fallbacks": total["fallbacks"], "stop_reason": summaries[-1].get("stop_reason")}
+              "fallbacks": total["fallbacks"], "stop_reason": summaries[-1].get("stop_reason"),
+              "dropped": int(sum(s.get("dropped", 0) for s in summaries))}
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):
             result[f"{k}_{q}"] = total[f"{k}_{q}"]

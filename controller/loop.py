@@ -142,12 +142,17 @@ class ControlLoop:
         try:
             t0 = self.clock.now()
             safety.reset(t0)
-            logger.info("control loop: %.4g Hz, %s, commit %s, plan budget %.3g ms, %d-step plans",
-                        self.timing.rate_hz, cfg.mode, cfg.commit, 1e3 * self.timing.budget_s, self._H)
+            logger.info(self._start_line())
             reason = self._select_cycles()(t0, limit if limit > 0 else -1)
         finally:
             self._finish(reason, restore)
         return self.summary
+
+    def _start_line(self) -> str:
+        """The line logged when the clock starts (the servo loop says its two rates)."""
+        cfg = self.config
+        return (f"control loop: {self.timing.rate_hz:.4g} Hz, {cfg.mode}, commit {cfg.commit}, "
+                f"plan budget {1e3 * self.timing.budget_s:.3g} ms, {self._H}-step plans")
 
     def _select_cycles(self):
         """The cycle loop this run uses (the servo loop has its own)."""

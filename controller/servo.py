@@ -93,6 +93,12 @@ class ServoLoop(ControlLoop):
     def _select_cycles(self):
         return self._servo
 
+    def _start_line(self) -> str:
+        # the tick's deadline is the servo's budget; a plan may take up to one model step
+        return (f"servo loop: {self.timing.rate_hz:.4g} Hz servo (tick budget {1e3 * self.timing.budget_s:.3g} ms), "
+                f"replanning at up to {1 / self.model_period_s:.4g} Hz (plan budget "
+                f"{1e3 * self.model_period_s:.3g} ms), {self.config.interpolation} interpolation, {self._H}-step plans")
+
     def _servo(self, t0: float, limit: int) -> str:
         clock, robot, safety, tel, w = self.clock, self.robot, self.safety, self.telemetry, self._worker
         budget, H, m = self.timing.budget_s, self._H, self.m

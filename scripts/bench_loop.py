@@ -87,7 +87,11 @@ def _soak(args, model, config) -> int:
     from .control import control_config, run_episodes
 
     mode = "async" if args.mode == "both" else args.mode
-    cfg = control_config(config, [*args.overrides, f"loop.mode={mode}"], None)
+    overrides = [*args.overrides, f"loop.mode={mode}"]
+    if not any(o.split("=", 1)[0].strip() == "loop.telemetry_size" for o in args.overrides):
+        # keep every cycle: the misses and percentiles are the whole run's, not the last ring's
+        overrides.append(f"loop.telemetry_size={args.cycles + 16}")
+    cfg = control_config(config, overrides, None)
     with ResourceSampler(SOAK_SAMPLE_S) as sampler:
         r = run_episodes(model, args.task, cfg, realtime=True, rate_hz=args.rate, cycles=args.cycles,
                          threads=args.threads, stretch_episode=True)
@@ -107,9 +111,13 @@ def _soak(args, model, config) -> int:
     print(f"memory growth {growth:+.2f} MiB/hour (fit after the first minute); misses {r['misses']} of "
           f"{r['cycles']} ({r['misses'] / max(r['cycles'], 1):.4%}); plan p99 {r['plan_ms_p99']:.2f} ms; "
           f"jitter p99 {r['jitter_ms_p99']:.3f} ms")
+    if r.get("dropped"):
+        print(f"statistics of the last {r['cycles']} cycles only: {r['dropped']} earlier ones left the telemetry "
+              f"ring (raise loop.telemetry_size)")
     if args.json:
         print(json.dumps({"soak": True, "mode": mode, "task": r["task"], "cycles": r["cycles"],
                           "rate_hz": r["rate_hz"], "rate_hz_target": r["rate_hz_target"], "misses": r["misses"],
-                          "rss_growth_mib_per_hour": None if math.isnan(growth) else round(growth, 3),
+                          "dropped": int(r.get("dropped", 0)), "plan_ms_p99": r["plan_ms_p99"],
+                          "jitter_ms_p99": r["jitter_ms_p99"], "rss_growth_mib_per_hour": None if math.isnan(growth) else round(growth, 3),
                           "threads_ort": args.threads, "samples": s}))
     return 0

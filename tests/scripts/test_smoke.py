@@ -106,10 +106,22 @@ def test_bench_loop_soak_samples_memory_threads_and_files(run_dir):
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["soak"] and out["mode"] == "async" and out["cycles"] == 60 and "memory growth" in res.stdout
+    assert out["dropped"] == 0 and "statistics of the last" not in res.stdout
     first, last = out["samples"][0], out["samples"][-1]
     assert len(out["samples"]) >= 2 and last["t_s"] > first["t_s"] >= 0
     for s in out["samples"]:
         assert s["rss_mib"] > 10 and s["threads"] >= 1 and s["native_threads"] >= s["threads"] and s["open_files"] > 2
+
+
+def test_bench_loop_soak_says_when_its_statistics_miss_cycles(run_dir):
+    # the soak sizes the telemetry ring to its cycles; a ring set smaller loses the oldest
+    # rows, and then the report says its misses and percentiles cover the last rows only
+    res = rtmpc("bench", "loop", "--model", str(run_dir / "model.onnx"), "--cycles", "60", "--soak", "--json",
+                "--set", "loop.telemetry_size=20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["cycles"] == 20 and out["dropped"] == 40
+    assert "statistics of the last 20 cycles only: 40 earlier ones" in res.stdout
 
 
 def test_bench_ops_profiles_the_exported_graph(run_dir):
