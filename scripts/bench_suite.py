@@ -5,14 +5,15 @@ cores; nothing else should train meanwhile)::
 
     python -m rtmpc.scripts.bench_suite --steps 100000 --seeds 0
     python -m rtmpc.scripts.bench_suite --tasks cartpole-swingup,walker-walk --seeds 0,1,2
-    python -m rtmpc.scripts.bench_suite --report              # table and plot of what has run
+    python -m rtmpc.scripts.bench_suite --report              # table and plot of every run in OUT
 
 Each (task, seed) trains ``configs/tdmpc.yaml`` (``--config``) with ``task.name`` set, its
 evaluation every ``--eval-every`` environment steps over ``--eval-episodes`` episodes, into
 ``OUT/TASK-sSEED`` (``rtmpc train ... --resume``: a stopped suite continues where it was,
 a finished run is not run again). Then, from every run's metrics.csv:
 
-- ``OUT/results.csv``: task, seed, env_steps, eval_return, wall_s (one row per evaluation);
+- ``OUT/results.csv``: task, seed, env_steps, eval_return, wall_s (one row per evaluation) of
+  every run in OUT, whichever tasks this call trained;
 - a table: per task, rtmpc's last return per seed and their mean, TD-MPC2's mean at 100k
   (3 seeds, its published results, carried in scripts/reference/tdmpc2_dmcontrol.csv with
   their source) and the ratio, and each run's wall clock;
@@ -79,11 +80,22 @@ def train_one(args, task: str, seed: int) -> None:
               steps=args.steps)
 
 
-def collect(args, tasks: list[str], seeds: list[int]) -> list[dict]:
+def runs_in(out: Path) -> list[tuple[str, int]]:
+    """Every (task, seed) with a run folder ``TASK-sSEED`` in ``out``: the suite's tasks in their
+    order first, then any other task by name."""
+    found = []
+    for d in out.iterdir() if out.is_dir() else ():
+        task, sep, seed = d.name.rpartition("-s")
+        if d.is_dir() and sep and task and seed.isdigit():
+            found.append((task, int(seed)))
+    order = {t: i for i, t in enumerate(TASKS)}
+    return sorted(found, key=lambda ts: (order.get(ts[0], len(order)), ts[0], ts[1]))
+
+
+def collect(args, runs: list[tuple[str, int]]) -> list[dict]:
     rows = []
-    for task in tasks:
-        for seed in seeds:
-            rows += [{"task": task, "seed": seed, **r} for r in read_metrics(run_dir(args.out, task, seed))]
+    for task, seed in runs:
+        rows += [{"task": task, "seed": seed, **r} for r in read_metrics(run_dir(args.out, task, seed))]
     return rows
 
 
@@ -179,8 +191,8 @@ def _list(text: str, cast, name: str) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtmpc.scripts.bench_suite", description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default=",".join(TASKS), help="dm_control tasks, comma list (default: the eight of "
-                                                            "issue 24)")
+    p.add_argument("--tasks", help="dm_control tasks, comma list (default: the eight of issue 24; with --report: "
+                                   "every run in --out)")
     p.add_argument("--seeds", default="0", help="seeds, comma list")
     p.add_argument("--steps", type=int, default=100_000, help="environment steps per run (action repeat counted)")
     p.add_argument("--config", default="configs/tdmpc.yaml", help="the one latent configuration")
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from rtmpc.configs import ConfigError
 
-    tasks, seeds = _list(args.tasks, str, "tasks"), _list(args.seeds, int, "seeds")
+    tasks, seeds = _list(args.tasks or ",".join(TASKS), str, "tasks"), _list(args.seeds, int, "seeds")
     if args.steps < 1 or args.eval_every < 1 or args.eval_episodes < 1:
         raise ConfigError(f"--steps {args.steps}, --eval-every {args.eval_every}, --eval-episodes "
                           f"{args.eval_episodes}: all must be >= 1")
@@ -224,9 +236,14 @@ def _run(args) -> int:
                 t0 = time.perf_counter()
                 train_one(args, task, seed)
                 log.info("%s: %.1f min in this call", path, (time.perf_counter() - t0) / 60)
-    rows = collect(args, tasks, seeds)
+    # results.csv holds every run in --out (a call for one task keeps the others' rows); the
+    # table and plot show the tasks and seeds asked for, or with --report and no --tasks, all
     args.out.mkdir(parents=True, exist_ok=True)
-    write_results(args.out / "results.csv", rows)
+    everything = runs_in(args.out)
+    write_results(args.out / "results.csv", collect(args, everything))
+    shown = everything if args.report and not args.tasks else \
+        [(t, s) for t in tasks for s in seeds if (t, s) in set(everything)]
+    rows = collect(args, shown)
     ref = reference()
     summary = summarize(rows, ref, args.steps)
     if not args.no_plot and rows:

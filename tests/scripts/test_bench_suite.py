@@ -75,6 +75,16 @@ def test_suite_trains_each_task_and_resumes_after_a_kill(tmp_path):
     assert res.returncode == 0 and metrics.stat().st_mtime_ns == before
     assert "TD-MPC2" in res.stdout and "cartpole-swingup" in res.stdout
 
+    # A call about one task keeps every run's rows in results.csv (its table shows the one task);
+    # --report with no --tasks reports every run in the folder.
+    res = suite(out, "--tasks", "cartpole-swingup", "--report", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [t["task"] for t in json.loads(res.stdout.strip().splitlines()[-1])["tasks"]] == ["cartpole-swingup"]
+    assert results(out) == rows
+    res = suite(out, "--report", "--json")
+    assert [t["task"] for t in json.loads(res.stdout.strip().splitlines()[-1])["tasks"]] == \
+        ["cartpole-swingup", "pendulum-swingup"]
+
 
 def test_suite_unknown_task_is_one_line(tmp_path):
     res = suite(tmp_path / "s", "--tasks", "cartpole-swingdown")
