@@ -118,6 +118,7 @@ def _soak(args, model, config) -> int:
         print(json.dumps({"soak": True, "mode": mode, "task": r["task"], "cycles": r["cycles"],
                           "rate_hz": r["rate_hz"], "rate_hz_target": r["rate_hz_target"], "misses": r["misses"],
                           "dropped": int(r.get("dropped", 0)), "plan_ms_p99": r["plan_ms_p99"],
-                          "jitter_ms_p99": r["jitter_ms_p99"], "rss_growth_mib_per_hour": None if math.isnan(growth) else round(growth, 3),
+                          "jitter_ms_p99": r["jitter_ms_p99"],
+                          "rss_growth_mib_per_hour": None if math.isnan(growth) else round(growth, 3),
                           "threads_ort": args.threads, "samples": s}))
     return 0
