@@ -93,7 +93,8 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
     """The summary over episodes: episodes, return_mean/std, returns, cycles, misses, rate_hz
     (achieved, mean over episodes), safety_events and safety_by_kind, fallbacks, stop_reason,
     and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every kept cycle (``dropped``: the
-    cycles that left a full telemetry ring, not counted in these); with a servo
+    cycles that left a full telemetry ring, not counted in these), rt_priority (the loop thread's
+    SCHED_FIFO priority in every episode; 0: normal scheduling in one or more); with a servo
     (two rates): servo_hz, model_hz, replans, replan_hz, plans_late, plan_starved and
     plan_age_ms_p50 / p99."""
     merged = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
@@ -103,7 +104,8 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
               "rate_hz": float(np.mean([s["rate_hz"] for s in summaries])),
               "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
               "fallbacks": total["fallbacks"], "stop_reason": summaries[-1].get("stop_reason"),
-              "dropped": int(sum(s.get("dropped", 0) for s in summaries))}
+              "dropped": int(sum(s.get("dropped", 0) for s in summaries)),
+              "rt_priority": int(min(s.get("rt_priority", 0) for s in summaries))}
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):
             result[f"{k}_{q}"] = total[f"{k}_{q}"]

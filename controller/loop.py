@@ -49,7 +49,10 @@ planning time and misses, idle time skipped); a wall-clock robot uses
 
 During :meth:`ControlLoop.run` the garbage collector is off (collected at the end), the
 interpreter's thread switch interval is shortened, and, in the main thread, SIGINT and
-SIGTERM set a stop flag; all are restored afterwards. On a stop or an error the safe
+SIGTERM set a stop flag; all are restored afterwards. Against the wall clock the loop's
+thread also asks for SCHED_FIFO (``loop.rt_priority``) and the planner and MCAP writer
+threads lower theirs (``loop.planner_nice``; controller.priority): the summary's
+``rt_priority`` says what the loop got (0: normal scheduling). On a stop or an error the safe
 action is sent and the telemetry written before :meth:`run` returns or re-raises.
 """
 
@@ -66,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rtmpc.controller import priority
 from rtmpc.controller.base import Clock, MonotonicClock, Robot
 from rtmpc.controller.config import LoopConfig, LoopTiming
 from rtmpc.controller.safety import SafetyFilter
@@ -103,6 +107,7 @@ class ControlLoop:
         self.robot, self.planner, self.safety, self.config = robot, planner, safety, config
         self.timing = timing if timing is not None else LoopTiming.resolve(config)
         self.clock = clock if clock is not None else MonotonicClock()
+        self._wall = isinstance(self.clock, MonotonicClock)  # thread priorities only against the wall clock
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.telemetry: Telemetry | None = None
         self.summary: dict[str, Any] | None = None
@@ -135,8 +140,8 @@ class ControlLoop:
         if self.run_dir is not None and cfg.mcap:
             from rtmpc.controller.mcap_log import McapStream
 
-            self._stream = McapStream(self.telemetry, self.run_dir, *self._names,
-                                      period_s=self.timing.period_s).start()
+            self._stream = McapStream(self.telemetry, self.run_dir, *self._names, period_s=self.timing.period_s,
+                                      nice=cfg.planner_nice if self._wall else 0).start()
         restore = self._enter_realtime()
         reason = "error"
         try:
@@ -203,7 +208,8 @@ class ControlLoop:
             self._plan_slot = 0
             self._pred, self._dis = planner.stats.predicted_return, planner.stats.disagreement
             self._no_plan = bool(getattr(planner.stats, "no_plan", False))
-        self._worker = (PlanWorker(planner, self.clock, values.size, H, A, first_action=ahead)
+        self._worker = (PlanWorker(planner, self.clock, values.size, H, A, first_action=ahead,
+                                   nice=cfg.planner_nice if self._wall else 0)
                         if cfg.mode == "async" else None)
 
     def _wake(self, t0: float, k: int) -> tuple[int, float, float]:
@@ -376,6 +382,8 @@ class ControlLoop:
             gc.disable()
         if cfg.switch_interval_s is not None:
             sys.setswitchinterval(cfg.switch_interval_s)
+        # after the planner and writer threads exist (threads inherit their creator's policy)
+        saved["fifo"] = priority.raise_to_fifo(cfg.rt_priority) if self._wall else None
         return saved
 
     def _finish(self, reason: str, saved: dict[str, Any]) -> None:
@@ -390,6 +398,7 @@ class ControlLoop:
             if not self._worker.close(self.config.join_timeout_s):
                 self._left_behind = self._worker
             self._worker = None
+        priority.restore(saved["fifo"])
         sys.setswitchinterval(saved["switch"])
         for sig, handler in saved["signals"].items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -403,7 +412,8 @@ class ControlLoop:
             summary["mcap"] = str(self._stream.close())
             self._stream = None
         summary.update(stop_reason=reason, mode=self.config.mode, commit=self.config.commit,
-                       period_s=self.timing.period_s, budget_s=self.timing.budget_s)
+                       period_s=self.timing.period_s, budget_s=self.timing.budget_s,
+                       rt_priority=self.config.rt_priority if saved["fifo"] is not None else 0)
         self._summarize(summary)
         self.summary = summary
         if self.run_dir is not None:

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from rtmpc.controller.priority import lower_this_thread
 from rtmpc.controller.safety import kinds_of
 from rtmpc.controller.telemetry import SOURCES, Telemetry
 
@@ -68,12 +69,13 @@ class McapStream:
     :meth:`close` after it (writes the remaining rows, the summary, and returns the path)."""
 
     def __init__(self, telemetry: Telemetry, folder: str | Path, obs_names=(), act_names=(), flush_s: float = 0.5,
-                 period_s: float | None = None):
+                 period_s: float | None = None, nice: int = 0):
         from mcap.writer import CompressionType, Writer
 
         # drain at least four times per ring's worth of cycles, so that a long run keeps them all
         ring_s = telemetry.capacity * period_s if period_s else math.inf
         self.telemetry, self.flush_s = telemetry, float(min(flush_s, ring_s / 4))
+        self.nice = nice  # the writer thread's nice value (below the loop's thread; 0 = unchanged)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = unique_path(folder)
@@ -106,6 +108,7 @@ class McapStream:
         return self.path
 
     def _run(self) -> None:
+        lower_this_thread(self.nice)
         while not self._stop.wait(self.flush_s):
             try:
                 self._drain(final=False)

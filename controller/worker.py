@@ -3,7 +3,8 @@
 Threads: the loop thread calls :meth:`PlanWorker.submit`, waits on :attr:`ready` (with a
 deadline, through the clock) and calls :meth:`PlanWorker.take`; only the worker thread
 touches the planner. The planner releases the GIL in its kernels (Numba ``nogil``, ONNX
-Runtime), so the loop thread keeps time while it plans. As in MJPC, a finished plan is
+Runtime), so the loop thread keeps time while it plans; in a wall-clock run the thread also
+lowers its own priority (``nice``) below the loop thread's (controller.priority). As in MJPC, a finished plan is
 copied out under the lock and the loop only ever reads that copy.
 """
 
@@ -15,6 +16,7 @@ import threading
 
 import numpy as np
 from rtmpc.controller.base import Clock
+from rtmpc.controller.priority import lower_this_thread
 from rtmpc.planners.base import Planner
 
 __all__ = ["PlanWorker", "PlannerFailed"]
@@ -37,8 +39,9 @@ class PlanWorker:
     """
 
     def __init__(self, planner: Planner, clock: Clock, obs_dim: int, horizon: int, act_dim: int,
-                 first_action: bool = False):
+                 first_action: bool = False, nice: int = 0):
         self.planner, self.clock = planner, clock
+        self.nice = nice  # the thread's nice value (below the loop's thread; 0 = unchanged)
         self.ready = threading.Event()  # a result waits to be taken
         self._go = threading.Event()  # a job waits to be planned (or stop)
         self._lock = threading.Lock()
@@ -98,6 +101,7 @@ class PlanWorker:
     # -- worker thread ----------------------------------------------------------------------
     def _run(self) -> None:
         planner, clock, first = self.planner, self.clock, self._first
+        lower_this_thread(self.nice)
         while True:
             self._go.wait()
             self._go.clear()

@@ -269,8 +269,9 @@ def print_summary(r: dict) -> None:
               f"starved ticks, plan age p50 {r['plan_age_ms_p50']:.1f}  p99 {r['plan_age_ms_p99']:.1f} ms")
     print(f"  deadlines     {r['misses']} missed, {r['fallbacks']} fallback actions sent")
     print(f"  plan time     p50 {r['plan_ms_p50']:.2f}  p99 {r['plan_ms_p99']:.2f}  max {r['plan_ms_max']:.2f} ms")
+    prio = f"SCHED_FIFO {r['rt_priority']}" if r.get("rt_priority") else "normal priority"
     print(f"  wake jitter   p50 {r['jitter_ms_p50']:.3f}  p99 {r['jitter_ms_p99']:.3f}  "
-          f"max {r['jitter_ms_max']:.3f} ms")
+          f"max {r['jitter_ms_max']:.3f} ms (loop thread at {prio})")
     kinds = {k: v for k, v in r["safety_by_kind"].items() if k != "total" and v}
     print(f"  safety events {r['safety_events']}" + (f" ({kinds})" if kinds else ""))
     if "bridge" in r:
