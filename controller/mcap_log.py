@@ -64,6 +64,13 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None  # JSON has no NaN
 
 
+# The writer gives the GIL away every this many messages. Encoding a drain's messages holds
+# the GIL for milliseconds at a time; a loop thread waking meanwhile waited in the GIL's
+# convoy with the planner and physics threads: at a 500 Hz servo, 2-5 ticks in 5,000 woke
+# ~1.9 ms late, each during a drain (docs/servo.md); yielding every 8 messages: none.
+YIELD_EVERY = 8
+
+
 class McapStream:
     """``McapStream(telemetry, folder, obs_names, act_names)``; :meth:`start` before the loop,
     :meth:`close` after it (writes the remaining rows, the summary, and returns the path)."""
@@ -123,6 +130,8 @@ class McapStream:
         self.missed += start - self.written
         cols, N = tel.columns, tel.capacity
         for n in range(start, end):
+            if n % YIELD_EVERY == 0:
+                time.sleep(0)  # let a waiting loop thread have the GIL (see YIELD_EVERY)
             i = n % N
             ns = int(cols["sent"][i] * 1e9) if math.isfinite(cols["sent"][i]) else int(cols["wake"][i] * 1e9)
             msg = {"cycle": int(cols["cycle"][i]), "slot": int(cols["slot"][i]),

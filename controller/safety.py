@@ -93,7 +93,7 @@ class SafetyFilter:
         self.last = safe.copy()
         # writable (a read-only array is another Numba type): hold = the last action sent
         self._on_nonfinite = self.last if config.nonfinite_action == "hold" else safe.copy()
-        warm_up(A)
+        warm_up(self.low, self.high, self.max_step, self._on_nonfinite)
         self._counts = [0] * len(KINDS)
         self._prev = 0
         self._seq = None
