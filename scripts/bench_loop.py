@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 
 from . import flags
 
 SOAK_SAMPLE_S = 5.0  # --soak: seconds between resource samples
-COLUMNS = [("mode", "{:>6s}"), ("rate_hz", "{:8.2f}"), ("cycles", "{:7d}"), ("misses", "{:6d}"),
+COLUMNS = [("mode", "{:>10s}"), ("rate_hz", "{:8.2f}"), ("cycles", "{:7d}"), ("misses", "{:6d}"),
            ("miss_rate", "{:9.4f}"), ("plan_ms_p50", "{:8.2f}"), ("plan_ms_p99", "{:8.2f}"),
            ("jitter_ms_p50", "{:9.3f}"), ("jitter_ms_p99", "{:9.3f}"), ("jitter_ms_max", "{:9.3f}"),
            ("latency_ms_p99", "{:9.3f}")]
@@ -39,6 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--soak", action="store_true",
                    help="one long run (e.g. --cycles 360000 at 100 Hz: an hour) sampling memory, threads and open "
                         "files every 10,000 cycles")
+    p.add_argument("--mcap", choices=("off", "on", "both"), default="off",
+                   help="stream every cycle to an MCAP file (into a temporary folder) as rtmpc control does; both: "
+                        "each mode without then with it, and the stream's cost (tick latency with / without)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
 
@@ -53,27 +57,45 @@ def run(args) -> int:
     if args.soak:
         return _soak(args, model, config)
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
+    streams = {"off": [False], "on": [True], "both": [False, True]}[args.mcap]
     rows = []
     for mode in modes:
         cfg = control_config(config, [*args.overrides, f"loop.mode={mode}"], None)
-        r = run_episodes(model, args.task, cfg, realtime=True, rate_hz=args.rate,
-                         cycles=args.cycles, threads=args.threads, stretch_episode=True)
-        r["mode"] = mode
-        r["miss_rate"] = r["misses"] / r["cycles"] if r["cycles"] else math.nan
-        rows.append(r)
+        for stream in streams:  # without then with, one after the other: a ratio on the same machine state
+            with tempfile.TemporaryDirectory(prefix="rtmpc-bench-mcap-") as tmp:
+                r = run_episodes(model, args.task, cfg, realtime=True, rate_hz=args.rate, cycles=args.cycles,
+                                 threads=args.threads, stretch_episode=True, out=Path(tmp) if stream else None)
+            r["mode"] = f"{mode}+mcap" if stream else mode
+            r["miss_rate"] = r["misses"] / r["cycles"] if r["cycles"] else math.nan
+            rows.append(r)
     print(f"loop benchmark: {rows[0]['task']}, {rows[0]['planner']} K={cfg.planner.samples} H={cfg.planner.horizon} "
           f"iterations={cfg.planner.iterations}, target {rows[0]['rate_hz_target']:.1f} Hz, ORT threads "
           f"{args.threads}, {os.cpu_count()} cores")
-    print(" ".join(f"{name:>{len(fmt.format(0) if 'd' in fmt or 'f' in fmt else 'xxxxxx')}s}" for name, fmt in COLUMNS))
+    print(" ".join(f"{name:>{len(fmt.format(0) if 'd' in fmt or 'f' in fmt else fmt.format(''))}s}"
+                   for name, fmt in COLUMNS))
     for r in rows:
         print(" ".join(fmt.format(r[name]) for name, fmt in COLUMNS))
+    costs = {}
+    if args.mcap == "both":  # the stream's cost to the loop thread: tick latency (wake to send) with / without
+        for mode in modes:
+            off, on = (next(r for r in rows if r["mode"] == m) for m in (mode, f"{mode}+mcap"))
+            for q in ("p50", "p99"):
+                costs[f"{mode}_mcap_latency_{q}_ratio"] = on[f"latency_ms_{q}"] / off[f"latency_ms_{q}"]
+            costs[f"{mode}_mcap_latency_p50_share_of_period"] = \
+                (on["latency_ms_p50"] - off["latency_ms_p50"]) / (1e3 / (off.get("servo_hz") or off["rate_hz_target"]))
+            print(f"MCAP stream, {mode}: tick latency p50 {off['latency_ms_p50']:.4f} -> {on['latency_ms_p50']:.4f} ms "
+                  f"(x{costs[f'{mode}_mcap_latency_p50_ratio']:.3f}, "
+                  f"{100 * costs[f'{mode}_mcap_latency_p50_share_of_period']:+.2f}% of the period), p99 "
+                  f"{off['latency_ms_p99']:.4f} -> {on['latency_ms_p99']:.4f} ms; misses {off['misses']} -> "
+                  f"{on['misses']}")
     if args.json:
         out = {"task": rows[0]["task"], "rate_hz_target": rows[0]["rate_hz_target"], "threads_ort": args.threads,
                "planner": {"kind": cfg.planner.kind, "samples": cfg.planner.samples, "horizon": cfg.planner.horizon,
                            "iterations": cfg.planner.iterations}}
+        out.update(costs)
         for r in rows:
             for name, _ in COLUMNS[1:]:
-                out[f"{r['mode']}_{name}"] = None if isinstance(r[name], float) and not math.isfinite(r[name]) \
+                out[f"{r['mode'].replace('+', '_')}_{name}"] = None if isinstance(r[name], float) and not math.isfinite(r[name]) \
                     else r[name]
         if len(rows) == 1:  # the plain keys rtmpc control --json has, for one mode
             out.update({k: out[f"{rows[0]['mode']}_{k}"] for k, _ in COLUMNS[1:]})

@@ -87,6 +87,15 @@ def test_bench_loop_reports_both_modes(run_dir):
             assert f"{mode}_{key}" in out
 
 
+def test_bench_loop_measures_the_mcap_stream_with_and_without(run_dir):
+    res = rtmpc("bench", "loop", "--model", str(run_dir / "model.onnx"), "--cycles", "40", "--mode", "async",
+                "--mcap", "both", "--set", "loop.servo_hz=50", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["async_cycles"] == 40 and out["async_mcap_cycles"] == 40 and "async+mcap" in res.stdout
+    assert out["async_mcap_latency_p50_ratio"] > 0 and "MCAP stream, async: tick latency p50" in res.stdout
+
+
 @pytest.mark.parametrize("realtime", [False, True])
 def test_control_with_a_servo_reports_both_rates(run_dir, realtime):
     res = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "50", "--cycles", "40", "--json",
@@ -95,6 +104,7 @@ def test_control_with_a_servo_reports_both_rates(run_dir, realtime):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["servo_hz"] == 50 and out["loop_mode"] == "servo" and out["cycles"] == 40
     assert out["servo_ticks_per_step"] == 8 and out["replans"] >= 4 and "plan age p50" in res.stdout
+    assert out["rt_priority"] in (0, 50) and ("loop thread at" in res.stdout)
     for key in ("replan_hz", "plans_late", "plan_starved", "plan_age_ms_p50", "plan_age_ms_p99", "misses"):
         assert key in out
     bad = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "40", "--cycles", "4")  # lockstep
