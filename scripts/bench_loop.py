@@ -95,8 +95,9 @@ def run(args) -> int:
         out.update(costs)
         for r in rows:
             for name, _ in COLUMNS[1:]:
-                out[f"{r['mode'].replace('+', '_')}_{name}"] = None if isinstance(r[name], float) and not math.isfinite(r[name]) \
-                    else r[name]
+                value = r[name]
+                out[f"{r['mode'].replace('+', '_')}_{name}"] = \
+                    None if isinstance(value, float) and not math.isfinite(value) else value
         if len(rows) == 1:  # the plain keys rtmpc control --json has, for one mode
             out.update({k: out[f"{rows[0]['mode']}_{k}"] for k, _ in COLUMNS[1:]})
         print(json.dumps(out))

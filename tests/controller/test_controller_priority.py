@@ -14,8 +14,7 @@ import threading
 import numpy as np
 import pytest
 from controller_fakes import FakeClock, FakePlanner, FakeRobot
-from rtmpc.controller import ControlLoop, LoopConfig, MonotonicClock, SafetyConfig, SafetyFilter
-from rtmpc.controller import priority
+from rtmpc.controller import ControlLoop, LoopConfig, MonotonicClock, SafetyConfig, SafetyFilter, priority
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities: Linux")
 
