@@ -42,7 +42,7 @@ def raise_to_fifo(priority: int):
     saved = (os.sched_getscheduler(0), os.sched_getparam(0))
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (PermissionError, OSError) as err:
+    except OSError as err:  # PermissionError without the privilege
         if not _warned:
             _warned = True
             logger.warning("the loop thread runs at normal priority (SCHED_FIFO %d refused: %s): allow real-time "
@@ -75,4 +75,4 @@ def lower_this_thread(nice: int) -> None:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
     except OSError as err:
-        logger.warning("could not lower the planner thread's priority to nice %d: %s", nice, err)
+        logger.warning("could not lower thread %s to nice %d: %s", threading.current_thread().name, nice, err)

@@ -4,8 +4,8 @@ Threads: the loop thread calls :meth:`PlanWorker.submit`, waits on :attr:`ready`
 deadline, through the clock) and calls :meth:`PlanWorker.take`; only the worker thread
 touches the planner. The planner releases the GIL in its kernels (Numba ``nogil``, ONNX
 Runtime), so the loop thread keeps time while it plans; in a wall-clock run the thread also
-lowers its own priority (``nice``) below the loop thread's (controller.priority). As in MJPC, a finished plan is
-copied out under the lock and the loop only ever reads that copy.
+lowers its own priority (``nice``) below the loop thread's (controller.priority). As in
+MJPC, a finished plan is copied out under the lock and the loop only ever reads that copy.
 """
 
 from __future__ import annotations
