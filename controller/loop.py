@@ -403,8 +403,11 @@ class ControlLoop:
         for sig, handler in saved["signals"].items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         if self.config.disable_gc:
+            # No gc.collect() here: after a training run in the same process a full collection
+            # held the GIL ~150 ms while an in-process wall-clock robot still ran ("simulation fell
+            # 142 ms behind real time" after every fresh quickstart's episode); the collector,
+            # enabled again, runs when allocations call for it.
             gc.unfreeze()
-            gc.collect()
             if saved["gc"]:
                 gc.enable()
         summary = self.telemetry.summary()

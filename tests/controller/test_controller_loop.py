@@ -337,6 +337,19 @@ def test_gc_is_off_during_the_run_and_restored():
     assert seen == [False] and gc.isenabled() == was
 
 
+def test_the_only_full_collection_is_before_the_first_cycle(monkeypatch):
+    """A full collection after a training run held the GIL ~150 ms; at the end of the run a
+    wall-clock robot in the same process is still running (it fell behind real time), so the
+    loop collects before its clock starts and never after its first cycle."""
+    events = []
+    clock = FakeClock()
+    robot = FakeRobot(clock, hooks={0: lambda: events.append("cycle 0")})
+    monkeypatch.setattr(gc, "collect", lambda *a: events.append("collect") or 0)
+    loop, *_ = make("async", clock=clock, robot=robot)
+    loop.run(max_cycles=3)
+    assert events.index("cycle 0") > events.index("collect") and events.count("collect") == 1
+
+
 # -- set-up --------------------------------------------------------------------------------
 
 def test_warmup_plans_then_resets_the_planner():
