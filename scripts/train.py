@@ -48,8 +48,9 @@ def resolve_run(config, *, out=None, overrides=(), seed: int | None = None, resu
 
         saved = yaml.safe_load(run.config.read_text())
         if resume and saved != to_dict(cfg):
-            raise ConfigError(f"{run.config} differs from the config given: resume with the same config "
-                              f"and --set values, or start a new run with another --out")
+            raise ConfigError(f"{run.config} differs from the config given ({_differences(saved, to_dict(cfg))}): "
+                              f"resume with the same config and --set values, or start a new run with another "
+                              f"--out")
         if not resume and not overwrite:
             raise ConfigError(f"{out} already holds a run: --resume to continue it, --overwrite to start over "
                               f"there, or another --out")
@@ -96,3 +97,20 @@ def train_run(config: str | Path, *, out: str | Path | None = None, overrides=()
         print(f"trained {run_dir.root}: {last['env_steps']} env steps, last return {float(last['eval_return']):.1f}, "
               f"best {best:.1f}{model}")
     return rows
+
+
+def _differences(saved, given, limit: int = 4) -> str:
+    """'key.path saved -> given' for the first ``limit`` differing leaves, and how many more."""
+    def leaves(d, prefix=""):
+        if isinstance(d, dict):
+            for k, v in d.items():
+                yield from leaves(v, f"{prefix}{k}.")
+        else:
+            yield prefix[:-1], d
+
+    a, b = dict(leaves(saved)), dict(leaves(given))
+    keys = sorted((k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object())),
+                  key=lambda k: (k not in a or k not in b, k))  # changed values before added or removed keys
+    diff = [f"{k} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys]
+    more = f", {len(diff) - limit} more" if len(diff) > limit else ""
+    return "; ".join(diff[:limit]) + more
