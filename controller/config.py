@@ -39,6 +39,10 @@ class LoopConfig(Config):
                                    gt=0.0, le=MAX_RATE_HZ)
     interpolation: str = param("zoh", "servo loop: zoh = hold each plan row for its model step; linear = "
                                       "the line between rows", choices=("zoh", "linear"))
+    threads: int = param(1, "ONNX Runtime intra-op threads of the deployed planner's model (rtmpc control, bench "
+                            "loop, tune; their --threads overrides). Two leave the loop thread no core of its "
+                            "own on a 2-core machine, yet with rt_priority it keeps its ticks (docs/servo.md)",
+                         ge=1, le=256)
     mcap: bool = param(True, "stream every cycle to telemetry-<date>-<time>.mcap in the run's telemetry folder "
                              "while it runs (controller.mcap_log; Foxglove, PlotJuggler, the mcap CLI)")
     max_cycles: int = param(0, "stop after this many cycles (0 = until the robot says done "
@@ -49,8 +53,8 @@ class LoopConfig(Config):
                                  "(JIT compilation, caches); the planner is reset after", ge=0)
     safe_on_exit: bool = param(True, "send the safe action when the run ends normally (a stop "
                                      "signal or an error always sends it)")
-    disable_gc: bool = param(True, "turn off automatic garbage collection during the run "
-                                   "(collect at the end)")
+    disable_gc: bool = param(True, "turn off automatic garbage collection during the run (a full "
+                                   "collection before the clock starts; automatic again after)")
     switch_interval_s: float | None = param(0.0005, "interpreter thread switch interval during "
                                                     "the run (how long the loop thread may wait "
                                                     "for the GIL); null = leave as it is",

@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--rate", type=flags.rate(), help="loop rate in Hz (default: the model's step rate)")
     p.add_argument("--cycles", type=flags.count(1, 10**9), default=2000, help="cycles per mode")
     p.add_argument("--mode", choices=("async", "sync", "both"), default="both", help="loop mode(s) to measure")
-    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=flags.threads(), help="ONNX Runtime intra-op threads (default: the "
+                                                           "config's loop.threads)")
     p.add_argument("--soak", action="store_true",
                    help="one long run (e.g. --cycles 360000 at 100 Hz: an hour) sampling memory, threads and open "
                         "files every 10,000 cycles")
@@ -70,7 +71,7 @@ def run(args) -> int:
             rows.append(r)
     print(f"loop benchmark: {rows[0]['task']}, {rows[0]['planner']} K={cfg.planner.samples} H={cfg.planner.horizon} "
           f"iterations={cfg.planner.iterations}, target {rows[0]['rate_hz_target']:.1f} Hz, ORT threads "
-          f"{args.threads}, {os.cpu_count()} cores")
+          f"{rows[0]['threads_ort']}, {os.cpu_count()} cores")
     print(" ".join(f"{name:>{len(fmt.format(0) if 'd' in fmt or 'f' in fmt else fmt.format(''))}s}"
                    for name, fmt in COLUMNS))
     for r in rows:
@@ -89,7 +90,8 @@ def run(args) -> int:
                   f"{off['latency_ms_p99']:.4f} -> {on['latency_ms_p99']:.4f} ms; misses {off['misses']} -> "
                   f"{on['misses']}")
     if args.json:
-        out = {"task": rows[0]["task"], "rate_hz_target": rows[0]["rate_hz_target"], "threads_ort": args.threads,
+        out = {"task": rows[0]["task"], "rate_hz_target": rows[0]["rate_hz_target"],
+               "threads_ort": rows[0]["threads_ort"],
                "planner": {"kind": cfg.planner.kind, "samples": cfg.planner.samples, "horizon": cfg.planner.horizon,
                            "iterations": cfg.planner.iterations}}
         out.update(costs)
@@ -126,7 +128,7 @@ def _soak(args, model, config) -> int:
     during = sampler.samples[:-1]  # the last sample is taken after the run (its memory freed)
     growth = growth_per_hour(during, skip_s=min(60.0, during[-1]["t_s"] / 4))
     print(f"soak: {r['task']}, {mode}, {r['cycles']} cycles at {r['rate_hz']:.2f} Hz (target "
-          f"{rate:.1f}), ORT threads {args.threads}, {os.cpu_count()} cores")
+          f"{rate:.1f}), ORT threads {r['threads_ort']}, {os.cpu_count()} cores")
     print(f"{'cycles':>9s} {'t_s':>9s} {'rss_mib':>9s} {'threads':>8s} {'native':>7s} {'files':>6s}")
     for x in s:
         print(f"{int(round(x['t_s'] * rate)):9d} {x['t_s']:9.1f} {x['rss_mib']:9.2f} {x['threads']:8d} "
@@ -143,5 +145,5 @@ def _soak(args, model, config) -> int:
                           "dropped": int(r.get("dropped", 0)), "plan_ms_p99": r["plan_ms_p99"],
                           "jitter_ms_p99": r["jitter_ms_p99"],
                           "rss_growth_mib_per_hour": None if math.isnan(growth) else round(growth, 3),
-                          "threads_ort": args.threads, "samples": s}))
+                          "threads_ort": r["threads_ort"], "samples": s}))
     return 0

@@ -67,7 +67,8 @@ def add_arguments(p) -> None:
     add_tls_arguments(p, "the controller's (with --mtls)")
     p.add_argument("--video", help="write a video of the first episode (.mp4 or .gif)")
     p.add_argument("--out", help="directory for telemetry (default: beside the model, control/)")
-    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--threads", type=flags.threads(), help="ONNX Runtime intra-op threads (default: the config's "
+                                                           "loop.threads)")
     p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the first episode (episode i uses seed+i)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
@@ -94,11 +95,12 @@ def physics_steps_per_tick(servo_hz: float, physics_s: float) -> int:
 
 
 def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_hz: float | None = None,
-                 realtime: bool = False, cycles: int = 0, threads: int = 1, seed: int = 0,
+                 realtime: bool = False, cycles: int = 0, threads: int | None = None, seed: int = 0,
                  out: Path | None = None, video: str | None = None, stretch_episode: bool = False,
                  robot_endpoint: str | None = None, tls=None, ros2=None) -> dict:
     """Run ``episodes`` episodes of the loop; returns the summary (keys: KEYS and more).
 
+    threads: ONNX Runtime intra-op threads (None: the config's loop.threads).
     stretch_episode: make the task's episode long enough for ``cycles`` cycles (benchmarks).
     robot_endpoint: drive ``rtmpc robot`` there through the bridge (wall-clock) instead of
     an in-process SimRobot; the task's sizes, bounds and period come from the model file
@@ -112,6 +114,7 @@ def run_episodes(model_path, task: str | None, cfg, *, episodes: int = 1, rate_h
 
     from rtmpc import sim
 
+    threads = threads or cfg.loop.threads
     model = load_model(model_path, threads=threads, rng=np.random.default_rng(seed))
     meta = model.dims.meta
     trained_on = meta.get("task")

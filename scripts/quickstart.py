@@ -4,8 +4,9 @@
    already in --out, so running it again continues or just re-checks).
 2. Export the model to ONNX and check it against PyTorch.
 3. Run the loop over the exported model for one episode on MuJoCo in wall-clock mode,
-   recording a video: a 100 Hz servo (the robot's rate) sending the newest plan's action
-   while the planner replans at the model's 12.5 Hz (``--servo``; docs/servo.md).
+   recording a video: a 100 Hz servo (the robot's rate; the config's ``loop.servo_hz``)
+   sending the newest plan's action while the planner replans at the model's 12.5 Hz on the
+   config's ``loop.threads`` ONNX Runtime threads (docs/servo.md).
 4. Print the return and the real-time statistics.
 
 Each stage is called through its command's typed function (``train_run``, ``export_run``,
@@ -26,9 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--config", default="pets_cartpole", help="run config (default: the shipped pets_cartpole)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value")
-    p.add_argument("--servo", type=flags.rate(), default=100.0,
-                   help="servo rate of the control loop in Hz (default 100: the robot's rate; the planner runs at "
-                        "the model's step)")
+    p.add_argument("--servo", type=flags.rate(),
+                   help="servo rate of the control loop in Hz (default: the config's loop.servo_hz, 100 in "
+                        "pets_cartpole: the robot's rate; the planner runs at the model's step)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
 
@@ -38,7 +39,7 @@ def run(args) -> int:
 
 
 def quickstart(out: str | Path = "runs/quickstart", *, config: str = "pets_cartpole", overrides=(),
-               as_json: bool = False, servo_hz: float | None = 100.0) -> dict:
+               as_json: bool = False, servo_hz: float | None = None) -> dict:
     """Train (or resume) into ``out``, export with a parity check, run one wall-clock episode
     with a video; print each stage and return the loop's summary with the parity and timings."""
     from .control import control_config, print_summary, run_episodes
@@ -55,13 +56,13 @@ def quickstart(out: str | Path = "runs/quickstart", *, config: str = "pets_cartp
     exported = export_run(out)
     print_export(exported)
 
-    print("== 3/3 control loop, wall-clock MuJoCo robot, one episode"
-          + (f", {servo_hz:g} Hz servo" if servo_hz else ""))
     cfg = control_config(out / "config.yaml", [], None)
     if servo_hz:
         cfg = cfg.replace(loop=cfg.loop.replace(servo_hz=servo_hz))
+    print("== 3/3 control loop, wall-clock MuJoCo robot, one episode"
+          + (f", {cfg.loop.servo_hz:g} Hz servo" if cfg.loop.servo_hz else ""))
     video = out / "episode.mp4"
-    result = run_episodes(out / "model.onnx", None, cfg, episodes=1, realtime=True, threads=cfg.pets.threads,
+    result = run_episodes(out / "model.onnx", None, cfg, episodes=1, realtime=True,
                           seed=1000, out=out / "control", video=str(video))
     print_summary(result)
     total = time.perf_counter() - t0

@@ -88,7 +88,8 @@ def add_arguments(p) -> None:
                    help="prune a trial whose median plan time in a %d-cycle probe exceeds this many plan "
                         "budgets (0 = no probe; default 2)" % PROBE_CYCLES)
     p.add_argument("--seed", type=flags.seed(), default=0, help="seed of the sampler and of the first episode")
-    p.add_argument("--threads", type=flags.threads(), default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--threads", type=flags.threads(), help="ONNX Runtime intra-op threads (default: the base "
+                                                           "config's loop.threads)")
     p.add_argument("--check-cycles", type=flags.count(0, 10**9), default=0,
                    help="then run best.yaml this many cycles in wall-clock mode and report its misses (0 = no "
                         "check; on 2 cores the wall-clock p99 was ~35%% above the lockstep p99 tune measures)")
@@ -185,7 +186,7 @@ def resolve(args) -> Setup:
     kinds = KINDS if args.planner == "both" else (args.planner,)
     return Setup(model=model, task=task, rate_hz=rate, budget_ms=budget_ms, limit_ms=limit_ms, base=base,
                  kinds=kinds, space=space, episodes=args.episodes_per_trial, seed=args.seed,
-                 threads=args.threads, probe_factor=args.probe_factor)
+                 threads=args.threads or base.loop.threads, probe_factor=args.probe_factor)
 
 
 def evaluation_key(s: Setup) -> dict[str, Any]:
@@ -611,7 +612,7 @@ def run(args) -> int:
             raise RuntimeError(f"{stalls} trials in a row ended without being recorded in study {name!r}")
     summary = report(study, s, out, args.safety, url)
     if summary["best"] and args.check_cycles > 0:
-        summary["check"] = check_best(s, Path(summary["best_yaml"]), args.check_cycles, args.threads, args.seed,
+        summary["check"] = check_best(s, Path(summary["best_yaml"]), args.check_cycles, s.threads, args.seed,
                                       out / "check")
         write_text(out / "tune.json", json.dumps(_json_safe(summary), indent=1) + "\n")
     print_report(summary, out)

@@ -48,6 +48,7 @@ def seen(monkeypatch):
 def _config_at(run_dir, tmp_path, rate):
     raw = yaml.safe_load((run_dir / "config.yaml").read_text())
     raw.setdefault("loop", {})["rate_hz"] = rate
+    raw["loop"]["servo_hz"] = None  # one rate: pets_cartpole's own config runs a 100 Hz servo
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(raw))
     return control.control_config(path, [], None)

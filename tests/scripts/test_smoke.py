@@ -38,7 +38,7 @@ def test_control_json_has_the_promised_keys(run_dir):
 
 def test_resume_with_another_config_is_refused(run_dir):
     res = rtmpc("train", "pets_cartpole", "--out", str(run_dir), "--resume", *TINY, "--set", "seed=5")
-    assert res.returncode == 2 and "differs from the config given" in res.stderr
+    assert res.returncode == 2 and "differs from the config given (seed 0 -> 5)" in res.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -109,6 +109,17 @@ def test_control_with_a_servo_reports_both_rates(run_dir, realtime):
         assert key in out
     bad = rtmpc("control", "--model", str(run_dir / "model.onnx"), "--servo", "40", "--cycles", "4")  # lockstep
     assert bad.returncode == 2 and "whole number of the task's physics steps" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_control_takes_its_ort_threads_from_the_config_and_the_flag_wins(run_dir):
+    """loop.threads is what the run's config deploys with (pets_cartpole: 2); --threads overrides it."""
+    model = str(run_dir / "model.onnx")
+    for extra, expected in ((["--set", "loop.threads=2"], 2), (["--set", "loop.threads=2", "--threads", "1"], 1)):
+        res = rtmpc("control", "--model", model, "--cycles", "3", "--json", *extra)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert json.loads(res.stdout.strip().splitlines()[-1])["threads_ort"] == expected
+    bad = rtmpc("control", "--model", model, "--cycles", "3", "--set", "loop.threads=0")
+    assert bad.returncode == 2 and "loop.threads" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_bench_loop_soak_samples_memory_threads_and_files(run_dir):
