@@ -188,4 +188,4 @@ def test_the_quickstart_model_swings_up_cartpole_through_ros2(tmp_path):
     # a swing-up (random actions: ~145). The issue asks >= 800: the quickstart config's CEM 300 x 3 on
     # 2 ORT threads at a 100 Hz servo (its loop section) returned 835.4 through ROS 2 here (150 x 2
     # on one thread: 765-788, docs/bridge.md)
-    assert served["steps"] >= 990 and served["return"] >= 790
+    assert served["steps"] >= 990 and served["return"] >= 800
