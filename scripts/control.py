@@ -271,7 +271,10 @@ def print_summary(r: dict) -> None:
               f"{r['model_hz']:g} Hz: {r['replan_hz']:.2f} replans/s, {r['plans_late']} late, {r['plan_starved']} "
               f"starved ticks, plan age p50 {r['plan_age_ms_p50']:.1f}  p99 {r['plan_age_ms_p99']:.1f} ms")
     print(f"  deadlines     {r['misses']} missed, {r['fallbacks']} fallback actions sent")
-    print(f"  plan time     p50 {r['plan_ms_p50']:.2f}  p99 {r['plan_ms_p99']:.2f}  max {r['plan_ms_max']:.2f} ms")
+    threads = f" ({r['threads_ort']} ONNX Runtime thread{'s' if r['threads_ort'] != 1 else ''})" \
+        if "threads_ort" in r else ""
+    print(f"  plan time     p50 {r['plan_ms_p50']:.2f}  p99 {r['plan_ms_p99']:.2f}  max {r['plan_ms_max']:.2f} ms"
+          + threads)
     prio = f"SCHED_FIFO {r['rt_priority']}" if r.get("rt_priority") else "normal priority"
     print(f"  wake jitter   p50 {r['jitter_ms_p50']:.3f}  p99 {r['jitter_ms_p99']:.3f}  "
           f"max {r['jitter_ms_max']:.3f} ms (loop thread at {prio})")

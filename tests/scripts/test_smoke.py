@@ -118,6 +118,7 @@ def test_control_takes_its_ort_threads_from_the_config_and_the_flag_wins(run_dir
         res = rtmpc("control", "--model", model, "--cycles", "3", "--json", *extra)
         assert res.returncode == 0, res.stderr[-2000:]
         assert json.loads(res.stdout.strip().splitlines()[-1])["threads_ort"] == expected
+        assert f"({expected} ONNX Runtime thread{'s' if expected > 1 else ''})" in res.stdout
     bad = rtmpc("control", "--model", model, "--cycles", "3", "--set", "loop.threads=0")
     assert bad.returncode == 2 and "loop.threads" in bad.stderr.strip().splitlines()[-1]
 
