@@ -107,7 +107,7 @@ def add_arguments(p) -> None:
     g.add_argument("--modes", default="all", help="rtmpc modes to time: all, or a comma list of default "
                                                    "(load_model's), lanes (always split), intra, intra-spin")
     g.add_argument("--no-baselines", action="store_true", help="time rtmpc only (no torch planners)")
-    g.add_argument("--int8", action="store_true", help="also time the int8 copy of the export (models.pets.quantize; "
+    g.add_argument("--int8", action="store_true", help="also time the int8 copy of the export (models.common.quantize; "
                                                      "load_model's default mode)")
     g.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
     g.add_argument("--seed", type=flags.seed(), default=0)

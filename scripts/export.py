@@ -6,7 +6,7 @@ random inputs and on transitions from the run's buffer, within
 models.common.fileio.PARITY_ATOL + PARITY_RTOL * |value| (PETS: the predicted means;
 latent: the returns, prior actions and latents).
 
-``--precision int8`` (PETS) also writes ``model.int8.onnx`` beside it (models.pets.quantize:
+``--precision int8`` (PETS) also writes ``model.int8.onnx`` beside it (models.common.quantize:
 ONNX Runtime's dynamic int8 quantisation of every weight matrix; opt-in, the float32
 file stays the reference) and prints how far its predictions move from the float32
 file's and both files' one-step prediction error on the buffer's transitions.

@@ -84,6 +84,10 @@ class MBPOConfig(Config):
     retain_steps: int = param(1000, "agent steps of rollouts the model buffer keeps (its capacity is "
                                     "rollout_batch * k * rounds in this window; MBPO: 1 epoch)", ge=1)
     threads: int = param(2, "ONNX Runtime threads of the model rollouts", ge=1, le=256)
+    rollout_precision: str = param(
+        "fp32", "the rollouts' ensemble file: fp32 (the export) or int8 (its dynamically quantised copy, "
+                "rtmpc.models.common.quantize: hidden layers int8; 1.6x the transitions/s, scripts/bench_mbpo.py)",
+        choices=("fp32", "int8"))
     torch_threads: int = param(1, "torch threads of the ensemble fits and SAC updates (on a loaded 2-core machine "
                                   "one thread ran SAC updates at 37/s, two at 1.2/s)", ge=1, le=256)
     termination: str = param("none", "model-rollout terminations: none (dm_control tasks never terminate; a "

@@ -6,7 +6,9 @@ Per agent step, after ``random_steps`` of uniform actions and from ``learning_st
 2. every ``model_train_every`` steps: fit the PETS ensemble (7 members, continuing from the
    last weights) on the whole real buffer, pick the ``elites`` members with the lowest
    validation MSE, export them to ``RUN/ensemble.onnx`` (PETS's exporter, parity-checked against
-   PyTorch) and open it with ONNX Runtime;
+   PyTorch) and open it with ONNX Runtime (with ``rollout_precision: int8`` its int8 copy,
+   ``RUN/ensemble.int8.onnx``, whose mean difference from the float32 file, relative to the
+   predictions' spread, goes into the metrics as ``int8_rel_diff``);
 3. every ``rollout_every`` steps: ``rollout_batch`` branched rollouts of k steps
    (:mod:`.rollout`, TS1 through the ONNX file, actions from SAC's actor) from states drawn
    from the real buffer, k from MBPO's schedule over epochs of ``epoch_length`` steps, into
@@ -39,6 +41,7 @@ from rtmpc.models.common.commit import Manifest
 from rtmpc.models.common.curves import plot_learning_curve
 from rtmpc.models.common.ensemble import ProbabilisticEnsemble, elite_members, fit_ensemble, select_members
 from rtmpc.models.common.ensemble_export import check_parity, export_onnx
+from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 from rtmpc.models.common.episodes import _check_finite
 from rtmpc.models.runtime import open_session
 
@@ -101,6 +104,11 @@ class MBPOAgent:
         pick = np.random.default_rng(self.fits).choice(len(self.real), min(cfg.parity_samples, len(self.real)),
                                                        replace=False)
         check_parity(elite, path, (self.real.obs[pick], self.real.act[pick]))
+        if cfg.rollout_precision == "int8":
+            int8 = quantize_int8(path, run.file("ensemble.int8.onnx"))
+            diff = compare_predictions(path, int8, self.real.obs[pick], self.real.act[pick])
+            self.last_fit["int8_rel_diff"] = diff["mean_rel_diff"]
+            path = int8
         self.step_fn = EnsembleStep(open_session(path, cfg.threads), self.rng, str(path))
 
     def rollout(self) -> None:
@@ -308,6 +316,8 @@ def train_mbpo(run: RunDir, make_env, cfg: MBPOConfig, *, seed: int = 0, resume:
                    "rollout_length": agent.k, "model_buffer": len(agent.model_buf), "fits": agent.fits,
                    "elites": " ".join(map(str, agent.elites)),
                    "val_mse": round(agent.last_fit["val_mse"], 5) if agent.last_fit else "",
+                   "int8_rel_diff": (round(agent.last_fit["int8_rel_diff"], 5)
+                                     if "int8_rel_diff" in agent.last_fit else ""),
                    "sac_updates": agent.sac.updates, "alpha": round(sac["alpha"], 5) if sac else "",
                    "critic_loss": round(sac["critic_loss"], 5) if sac else "",
                    "sac_updates_per_s": round(s["sac_updates"] / s["sac_s"], 1) if s.get("sac_s") else "",

@@ -3,8 +3,8 @@
 The family's entry points (:class:`rtmpc.models.base.Family`); this package imports
 neither torch nor the simulator. Modules: ``config`` (EnsembleConfig, TrainConfig,
 PETSLoopConfig), ``ensemble`` (the torch model and its fit), ``export`` (ONNX and the
-parity check), ``quantize`` (the opt-in int8 copy), ``runtime`` (PETSRolloutModel, ONNX
-Runtime and Numba), ``train`` (the PETS loop), ``predictor`` (for rtmpc analyze).
+parity check; the opt-in int8 copy is :mod:`rtmpc.models.common.quantize`, shared with MBPO),
+``runtime`` (PETSRolloutModel, ONNX Runtime and Numba), ``train`` (the PETS loop), ``predictor`` (for rtmpc analyze).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, s
     if precision == "int8":
         from rtmpc.models.runtime import load_model
 
-        from .quantize import compare_predictions, quantize_int8
+        from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 
         q = quantize_int8(out)
         load_model(q)

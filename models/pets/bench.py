@@ -228,7 +228,7 @@ def setup(args, modes: list[str], tmp: Path) -> dict:
                                lambda m=model: m.eval_seconds, lambda m=model: m.evaluations, model.timeline))
     int8_error = None
     if args.int8:
-        from .quantize import compare_predictions, quantize_int8
+        from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 
         q = quantize_int8(path)
         x = rng.standard_normal((1000, o)).astype(np.float32)

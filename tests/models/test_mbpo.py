@@ -182,3 +182,23 @@ def test_one_onnx_step_is_each_rows_member_sample_of_the_pytorch_ensemble(tmp_pa
         want_r = rm[member, row].item() + np.exp(0.5 * rlv[member, row].item()) * noise[member, j, 3]
         np.testing.assert_allclose(next_obs[row], want, rtol=1e-4, atol=1e-4)
         assert abs(reward[row] - want_r) < 1e-3
+
+
+def test_int8_rollouts_run_on_the_quantised_copy_and_stay_near_float32(tmp_path):
+    from rtmpc.models.mbpo.rollout import EnsembleStep
+    from rtmpc.models.runtime import open_session
+
+    agent = _agent(tmp_path, rollout_precision="int8")
+    fp32, int8 = tmp_path / "ensemble.onnx", tmp_path / "ensemble.int8.onnx"
+    assert int8.is_file()
+    meta = agent.step_fn.session.get_modelmeta().custom_metadata_map
+    assert meta["precision"] == "int8"  # the rollouts run on the int8 copy, not the export
+    assert 0.0 < agent.last_fit["int8_rel_diff"] < 0.05, agent.last_fit
+    obs = agent.real.obs[:40]
+    act = np.random.default_rng(2).uniform(-1, 1, (40, 2)).astype(np.float32)
+    got = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):  # same member draws and noise
+        got[name] = EnsembleStep(open_session(path, 1), np.random.default_rng(3), str(path)).step(obs, act)
+    spread = got["fp32"][0].std(axis=0)
+    assert np.abs(got["int8"][0] - got["fp32"][0]).max() < 0.1 * spread.max()
+    assert not np.array_equal(got["int8"][0], got["fp32"][0])  # a different file really ran

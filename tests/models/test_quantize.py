@@ -11,7 +11,7 @@ from pets_toys import SMALL, sine_buffer
 from rtmpc.models import ModelError, TrainConfig, load_model
 from rtmpc.models.common.ensemble import ProbabilisticEnsemble, fit_ensemble
 from rtmpc.models.common.ensemble_export import export_onnx
-from rtmpc.models.pets.quantize import compare_predictions, gemm_to_matmul, int8_path, quantize_int8
+from rtmpc.models.common.quantize import compare_predictions, gemm_to_matmul, int8_path, quantize_int8
 from rtmpc.models.runtime import read_metadata
 
 

@@ -1,4 +1,4 @@
-"""Opt-in reduced precision: an int8 copy of an exported PETS model. No torch.
+"""Opt-in reduced precision: an int8 copy of an exported PETS-format ensemble (PETS planning, MBPO rollouts). No torch.
 
 ``quantize_int8(src, dst)`` writes ``dst`` (by convention ``model.int8.onnx`` beside
 ``model.onnx``): the same graph, inputs, outputs and metadata, with every weight matrix
