@@ -15,9 +15,10 @@ permutation (N / E rows per member), samples next state and reward from the memb
 ONNX Runtime: the members layout file, a session with ``--threads`` intra-op threads, and
 its int8 copy (:func:`rtmpc.models.common.quantize.quantize_int8`, hidden layers int8: what
 ``mbpo.rollout_precision: int8`` rolls out; its accuracy on a trained model is the run's
-``int8_rel_diff`` metric, not measured here on random weights). PyTorch: the ensemble's own batched ``predict`` ([E, N/E, .] baddbmm per layer) under
-``torch.no_grad`` with ``torch.set_num_threads(--threads)``, the same dealing and sampling in
-torch. Each cell is the best of ``--repeats`` (after one warm-up). Prints one table and one
+``int8_rel_diff`` metric, not measured here on random weights). PyTorch: the ensemble's own
+batched ``predict`` ([E, N/E, .] baddbmm per layer) under ``torch.no_grad`` with
+``torch.set_num_threads(--threads)``, the same dealing and sampling in torch. Each cell is the
+best of ``--repeats``, the three implementations interleaved (after one warm-up each). Prints one table and one
 JSON line.
 """
 
@@ -108,10 +109,9 @@ def main(argv=None) -> int:
                 with torch.no_grad():
                     _torch_rollout(model, obs, act, args.steps, gen)
 
-            best = {}
             runs = (("onnx", onnx_run), ("int8", int8_run), ("torch", torch_run))
             times = {label: [] for label, _ in runs}
-            for label, fn in runs:
+            for _, fn in runs:
                 fn()  # warm-up
             for _ in range(args.repeats):  # interleaved: a drift in machine speed hits all three alike
                 for label, fn in runs:

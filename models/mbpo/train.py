@@ -41,8 +41,8 @@ from rtmpc.models.common.commit import Manifest
 from rtmpc.models.common.curves import plot_learning_curve
 from rtmpc.models.common.ensemble import ProbabilisticEnsemble, elite_members, fit_ensemble, select_members
 from rtmpc.models.common.ensemble_export import check_parity, export_onnx
-from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 from rtmpc.models.common.episodes import _check_finite
+from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 from rtmpc.models.runtime import open_session
 
 from .config import MBPOConfig

@@ -56,9 +56,8 @@ def export_model(run_dir, cfg, *, out, spec, buffer, rows, metadata: dict[str, s
     err = check_parity(model, out, (buffer.obs[rows], buffer.act[rows]))
     result = {"parity_max_abs": err, "tolerance_abs": PARITY_ATOL, "tolerance_rel": PARITY_RTOL, "what": "mean"}
     if precision == "int8":
-        from rtmpc.models.runtime import load_model
-
         from rtmpc.models.common.quantize import compare_predictions, quantize_int8
+        from rtmpc.models.runtime import load_model
 
         q = quantize_int8(out)
         load_model(q)
