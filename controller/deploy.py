@@ -90,7 +90,8 @@ def run_episode(robot: Robot, planner, *, action_low: np.ndarray, action_high: n
 
 def combine(returns: list[float], records: list[dict[str, np.ndarray]],
             summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summary over episodes: episodes, return_mean/std, returns, cycles, misses, rate_hz
+    """The summary over episodes: episodes, return_mean/std, returns, cycles, misses,
+    skipped_slots (schedule slots no cycle ran in: the loop woke a whole period late), rate_hz
     (achieved, mean over episodes), safety_events and safety_by_kind, fallbacks, stop_reason,
     and plan_ms / jitter_ms / latency_ms at p50, p99 and max over every kept cycle (``dropped``: the
     cycles that left a full telemetry ring, not counted in these), rt_priority (the loop thread's
@@ -105,6 +106,7 @@ def combine(returns: list[float], records: list[dict[str, np.ndarray]],
               "safety_events": total["safety_events"]["total"], "safety_by_kind": total["safety_events"],
               "fallbacks": total["fallbacks"], "stop_reason": summaries[-1].get("stop_reason"),
               "dropped": int(sum(s.get("dropped", 0) for s in summaries)),
+              "skipped_slots": int(sum(s.get("skipped_slots", 0) for s in summaries)),
               "rt_priority": int(min(s.get("rt_priority", 0) for s in summaries))}
     for k in ("plan_ms", "jitter_ms", "latency_ms"):
         for q in ("p50", "p99", "max"):

@@ -15,7 +15,7 @@ import sys
 # name -> (module in rtmpc.scripts, one-line help)
 COMMANDS = {
     "tasks": (".tasks", "list the tasks with their sizes and control periods"),
-    "train": (".train", "train a model in simulation (PETS), exporting it to ONNX as it goes"),
+    "train": (".train", "train a model in simulation (the config's kind: PETS, TD-MPC, MBPO, ...) and export it"),
     "export": (".export", "export a run's model to ONNX and check it against PyTorch"),
     "quickstart": (".quickstart", "train PETS on cartpole-swingup, export, run the real-time loop, video"),
     "control": (".control", "run the fixed-rate control loop with a planner over an exported model"),

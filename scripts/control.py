@@ -29,8 +29,8 @@ from . import flags
 
 log = logging.getLogger(__name__)
 
-KEYS = ["episodes", "return_mean", "return_std", "cycles", "misses", "rate_hz", "plan_ms_p50", "plan_ms_p99",
-        "plan_ms_max", "jitter_ms_p50", "jitter_ms_p99", "jitter_ms_max", "safety_events"]
+KEYS = ["episodes", "return_mean", "return_std", "cycles", "misses", "skipped_slots", "rate_hz", "plan_ms_p50",
+        "plan_ms_p99", "plan_ms_max", "jitter_ms_p50", "jitter_ms_p99", "jitter_ms_max", "safety_events"]
 
 
 def add_arguments(p) -> None:
@@ -267,10 +267,13 @@ def print_summary(r: dict) -> None:
     target = r.get("servo_hz") or r["rate_hz_target"]
     print(f"  rate          {r['rate_hz']:.2f} Hz achieved (target {target:.2f} Hz), {r['cycles']} cycles")
     if "servo_hz" in r:
-        print(f"  servo         {r['servo_hz']:g} Hz ({r['interpolation']}), {r['misses']} ticks missed; planner at "
+        print(f"  servo         {r['servo_hz']:g} Hz ({r['interpolation']}), {r['misses']} ticks missed, "
+              f"{r.get('skipped_slots', 0)} skipped; planner at "
               f"{r['model_hz']:g} Hz: {r['replan_hz']:.2f} replans/s, {r['plans_late']} late, {r['plan_starved']} "
               f"starved ticks, plan age p50 {r['plan_age_ms_p50']:.1f}  p99 {r['plan_age_ms_p99']:.1f} ms")
-    print(f"  deadlines     {r['misses']} missed, {r['fallbacks']} fallback actions sent")
+    skipped = r.get("skipped_slots", 0)
+    print(f"  deadlines     {r['misses']} missed, {r['fallbacks']} fallback actions sent"
+          + (f", {skipped} cycle(s) skipped (the loop woke a whole period late)" if skipped else ""))
     threads = f" ({r['threads_ort']} ONNX Runtime thread{'s' if r['threads_ort'] != 1 else ''})" \
         if "threads_ort" in r else ""
     print(f"  plan time     p50 {r['plan_ms_p50']:.2f}  p99 {r['plan_ms_p99']:.2f}  max {r['plan_ms_max']:.2f} ms"

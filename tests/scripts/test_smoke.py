@@ -83,8 +83,12 @@ def test_bench_loop_reports_both_modes(run_dir):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for mode in ("sync", "async"):
         assert out[f"{mode}_cycles"] > 0
-        for key in ("jitter_ms_p99", "misses", "plan_ms_p99", "rate_hz"):
+        for key in ("jitter_ms_p99", "misses", "skipped_slots", "plan_ms_p99", "rate_hz"):
             assert f"{mode}_{key}" in out
+        # the machine's floor right after each mode: the same ticks, no work
+        assert out[f"{mode}_bare_cycles"] == out[f"{mode}_cycles"] and out[f"{mode}_bare_plan_ms_p99"] is None
+        assert 0 <= out[f"{mode}_bare_misses"] <= out[f"{mode}_bare_cycles"] and out[f"{mode}_bare_jitter_ms_max"] >= 0
+    assert "sync:bare" in res.stdout and "async:bare" in res.stdout
 
 
 def test_bench_loop_measures_the_mcap_stream_with_and_without(run_dir):
@@ -170,3 +174,32 @@ def test_output_into_a_closed_pipe_ends_quietly(run_dir):
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141 and b"Traceback" not in err and b"Exception ignored" not in err, err[-2000:]
+
+
+def test_the_bare_baseline_counts_wakes_past_the_budget_and_whole_periods(monkeypatch):
+    """bench loop's machine floor: a wake later than the tick budget (0.9 of the period) is a
+    miss, one a whole period late is also a skipped slot. A clock that wakes tick 3 0.95 periods
+    late and tick 7 2.5 periods late: tick 8 (due 1 period after 7) then wakes 1.5 periods late
+    and tick 9 0.5 (in budget), as on a real machine."""
+    from rtmpc.controller import base
+    from rtmpc.controller.config import LoopConfig
+    from rtmpc.scripts.bench_loop import bare_ticks
+
+    period = 0.01
+    lateness = {3: 0.0095, 7: 0.025}
+
+    class Clock:
+        def __init__(self):
+            self.t, self.k = 100.0, -1
+
+        def now(self):
+            return self.t
+
+        def sleep_until(self, t):
+            self.k += 1
+            self.t = max(self.t, t) + lateness.get(self.k, 0.0)
+
+    monkeypatch.setattr(base, "MonotonicClock", Clock)
+    row = bare_ticks(1 / period, 10, LoopConfig(rt_priority=0))
+    assert (row["cycles"], row["misses"], row["skipped_slots"]) == (10, 3, 2)
+    assert abs(row["jitter_ms_max"] - 25.0) < 1e-6 and row["jitter_ms_p50"] == 0.0
