@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from rtmpc.configs import Config, ConfigError, param
 from rtmpc.models.common.ensemble_config import EnsembleConfig, TrainConfig
 
-__all__ = ["SACConfig", "MBPOModelConfig", "MBPOFitConfig", "MBPOConfig"]
+__all__ = ["SACConfig", "MBPOModelConfig", "MBPOFitConfig", "TerminationConfig", "MBPOConfig"]
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,33 @@ class SACConfig(Config):
     target_entropy: float = param(0.0, "entropy target; 0 means -A (SAC's heuristic, -action size)")
     log_std_min: float = param(-5.0, "lower clamp of the actor's log std")
     log_std_max: float = param(2.0, "upper clamp of the actor's log std")
+    critic_layer_norm: bool = param(False, "LayerNorm after each hidden layer of the critics (Ball et al. 2023, "
+                                           "RLPD: keeps Q bounded at many updates per step on off-policy data)")
 
     def check(self) -> None:
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden = {list(self.hidden)}: every layer needs >= 1 unit")
         if self.log_std_min >= self.log_std_max:
             raise ConfigError(f"log_std_min = {self.log_std_min} must be below log_std_max = {self.log_std_max}")
+
+
+@dataclass(frozen=True)
+class TerminationConfig(Config):
+    """The learned termination head ``P(done | s, a, s')`` (``termination: learned``): an MLP classifier
+    on the real transitions, refitted with the ensemble and exported to ``RUN/termination.onnx``."""
+
+    hidden: tuple[int, ...] = param((200, 200), "units of the classifier's hidden layers (SiLU)")
+    updates: int = param(500, "Adam steps per refit (continuing from the last weights)", ge=1)
+    batch_size: int = param(256, "rows per step, half of them terminal transitions while any exist", ge=2)
+    lr: float = param(1e-3, "Adam learning rate", gt=0.0, le=1.0)
+    threshold: float = param(0.5, "a model transition ends its rollout where P(done | s, a, s') exceeds this",
+                             gt=0.0, lt=1.0)
+    min_terminal: int = param(10, "real terminal transitions needed before the head is fitted and used (with "
+                                  "3, a Hopper run's first fit called a third of its held-out rows terminal)", ge=1)
+
+    def check(self) -> None:
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden = {list(self.hidden)}: every layer needs >= 1 unit")
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,11 @@ class MBPOConfig(Config):
     torch_threads: int = param(1, "torch threads of the ensemble fits and SAC updates (on a loaded 2-core machine "
                                   "one thread ran SAC updates at 37/s, two at 1.2/s)", ge=1, le=256)
     termination: str = param("none", "model-rollout terminations: none (dm_control tasks never terminate; a "
-                                      "task that does is refused)", choices=("none",))
+                                      "task that does is refused) or learned (a classifier P(done | s, a, s') fitted "
+                                      "on the real terminations; Gymnasium's Hopper, Walker2d, Ant)",
+                             choices=("none", "learned"))
+    termination_model: TerminationConfig = param(TerminationConfig(), "the learned termination head "
+                                                                      "(termination: learned)")
     # -- SAC ------------------------------------------------------------------------------------
     sac: SACConfig = param(SACConfig(), "the soft actor-critic")
     real_ratio: float = param(0.05, "share of real transitions in every SAC batch (MBPO: 0.05)", ge=0.0, le=1.0)

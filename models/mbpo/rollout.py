@@ -12,7 +12,9 @@ from the member's Gaussian (MBPO samples both: ``mean + std * eps``).
 
 :func:`branched_rollouts` (Janner et al. 2019, Alg. 2, lines 7-9): from N states drawn from the
 real buffer, k steps of ``policy(obs) -> action`` and the model; every model transition goes
-into the :class:`ModelBuffer`, a FIFO ring whose capacity is the retention window.
+into the :class:`ModelBuffer`, a FIFO ring whose capacity is the retention window. With a
+learned termination head (:class:`TerminationStep`, ``RUN/termination.onnx``) a transition
+predicted terminal is stored with ``done = 1`` and its rollout stops there.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from rtmpc.models.base import ModelError, meta_size
 
-__all__ = ["EnsembleStep", "ModelBuffer", "branched_rollouts"]
+__all__ = ["EnsembleStep", "TerminationStep", "ModelBuffer", "branched_rollouts"]
 
 
 class EnsembleStep:
@@ -65,6 +67,31 @@ class EnsembleStep:
         self.transitions += n
         self.seconds += time.perf_counter() - t0
         return next_obs, rew
+
+
+class TerminationStep:
+    """The exported termination head (:mod:`.termination`): ``done(obs (N, O), act (N, A), next_obs
+    (N, O)) -> (N,) bool``, true where P(done | s, a, s') > ``threshold``. ``session``: its ONNX
+    Runtime session."""
+
+    def __init__(self, session, threshold: float, source: str = "termination"):
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+        if meta.get("role") != "termination":
+            raise ModelError(f"{source} is not an MBPO termination head (metadata role {meta.get('role')!r}): "
+                             f"export the run's head again")
+        self.session, self.source = session, source
+        self.obs_dim, self.act_dim = meta_size(meta, "obs_dim", source), meta_size(meta, "act_dim", source)
+        self.logit_cut = float(np.log(threshold / (1.0 - threshold)))
+        self.calls = self.ended = 0  # rows asked about, rows predicted terminal
+
+    def done(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        logit = self.session.run(["logit"], {"obs": np.ascontiguousarray(obs, np.float32),
+                                             "act": np.ascontiguousarray(act, np.float32),
+                                             "next_obs": np.ascontiguousarray(next_obs, np.float32)})[0]
+        out = logit > self.logit_cut
+        self.calls += len(out)
+        self.ended += int(out.sum())
+        return out
 
 
 class ModelBuffer:
@@ -130,22 +157,27 @@ class ModelBuffer:
 
 
 def branched_rollouts(step: EnsembleStep, policy: Callable[[np.ndarray], np.ndarray], starts: np.ndarray, k: int,
-                      out: ModelBuffer) -> dict[str, float]:
+                      out: ModelBuffer, terminal: TerminationStep | None = None) -> dict[str, float]:
     """k model steps from each of the N states ``starts`` (N, O) under ``policy(obs (N, O)) ->
-    act (N, A)``; the N * k transitions go into ``out`` (no terminations: ``done`` 0). A row whose
-    prediction is not finite is dropped from there on. Returns rows, transitions, seconds."""
+    act (N, A)``; the transitions go into ``out``. Without ``terminal`` nothing ends (``done`` 0,
+    N * k transitions); with it, a transition it calls terminal is stored with ``done`` 1 and its
+    row stops. A row whose prediction is not finite is dropped from there on. Returns rollouts,
+    transitions, terminal (transitions stored with done 1), seconds."""
     t0 = time.perf_counter()
     obs = np.asarray(starts, np.float32)
-    made = 0
+    made = ended = 0
     for _ in range(k):
         act = np.asarray(policy(obs), np.float32)
         next_obs, reward = step.step(obs, act)
         ok = np.isfinite(next_obs).all(axis=1) & np.isfinite(reward)
         if not ok.all():
             obs, act, next_obs, reward = obs[ok], act[ok], next_obs[ok], reward[ok]
-        out.add(obs, act, reward, next_obs, np.zeros(len(obs), np.float32))
+        done = np.zeros(len(obs), bool) if terminal is None or not len(obs) else terminal.done(obs, act, next_obs)
+        out.add(obs, act, reward, next_obs, done.astype(np.float32))
         made += len(obs)
-        obs = next_obs
+        ended += int(done.sum())
+        obs = next_obs[~done] if done.any() else next_obs
         if not len(obs):
             break
-    return {"rollouts": int(len(starts)), "transitions": made, "seconds": time.perf_counter() - t0}
+    return {"rollouts": int(len(starts)), "transitions": made, "terminal": ended,
+            "seconds": time.perf_counter() - t0}

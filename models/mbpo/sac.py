@@ -31,10 +31,10 @@ from .config import SACConfig
 __all__ = ["Actor", "TwinQ", "SAC", "ActorPolicy"]
 
 
-def _mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
+def _mlp(n_in: int, hidden: tuple[int, ...], n_out: int, layer_norm: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(n_in, h), nn.ReLU()]
+        layers += [nn.Linear(n_in, h), *([nn.LayerNorm(h)] if layer_norm else []), nn.ReLU()]
         n_in = h
     layers.append(nn.Linear(n_in, n_out))
     return nn.Sequential(*layers)
@@ -77,12 +77,13 @@ class Actor(nn.Module):
 
 
 class TwinQ(nn.Module):
-    """Two Q-networks: ``(obs (B, O), act (B, A)) -> q1, q2 (B,)``."""
+    """Two Q-networks: ``(obs (B, O), act (B, A)) -> q1, q2 (B,)``; with ``cfg.critic_layer_norm``
+    each hidden layer is Linear -> LayerNorm -> ReLU (RLPD's critic)."""
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig):
         super().__init__()
-        self.q1 = _mlp(obs_dim + act_dim, cfg.hidden, 1)
-        self.q2 = _mlp(obs_dim + act_dim, cfg.hidden, 1)
+        self.q1 = _mlp(obs_dim + act_dim, cfg.hidden, 1, cfg.critic_layer_norm)
+        self.q2 = _mlp(obs_dim + act_dim, cfg.hidden, 1, cfg.critic_layer_norm)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([obs, act], dim=-1)

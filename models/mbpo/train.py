@@ -46,8 +46,9 @@ from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 from rtmpc.models.runtime import open_session
 
 from .config import MBPOConfig
-from .rollout import EnsembleStep, ModelBuffer, branched_rollouts
+from .rollout import EnsembleStep, ModelBuffer, TerminationStep, branched_rollouts
 from .sac import SAC, Actor, ActorPolicy
+from .termination import TerminationHead, export_termination, fit_termination
 
 __all__ = ["MBPOAgent", "train_mbpo", "load_agent", "export_actor", "best_actor"]
 
@@ -70,6 +71,12 @@ class MBPOAgent:
         self.elites: tuple[int, ...] = ()
         self.agent_steps = self.episodes = self.fits = 0
         self.step_fn: EnsembleStep | None = None
+        # the learned termination head (termination: learned), its optimiser and its exported file's step
+        self.term_head = self.term_opt = None
+        self.term_fn: TerminationStep | None = None
+        if cfg.termination == "learned":
+            self.term_head = TerminationHead(o, a, cfg.termination_model, seed)
+            self.term_opt = torch.optim.Adam(self.term_head.parameters(), lr=cfg.termination_model.lr)
         self.last_fit: dict[str, float] = {}  # the last fit's and SAC update's numbers, for the metrics
         self.last_sac: dict[str, float] = {}
         self.stats: dict[str, float] = {}
@@ -91,6 +98,10 @@ class MBPOAgent:
         self.fits += 1
         self.last_fit = {"val_mse": fit.val_mse, "fit_s": fit.seconds, "fit_epochs": fit.epochs}
         self._add("fit_s", fit.seconds)
+        if self.term_head is not None:
+            r = self.real
+            self.last_fit.update(fit_termination(self.term_head, self.term_opt, r.obs, r.act,
+                                                 r.next_obs, r.terminated, cfg.termination_model, self.rng))
         self.open_model(run)
 
     def open_model(self, run: RunDir) -> None:
@@ -110,6 +121,12 @@ class MBPOAgent:
             self.last_fit["int8_rel_diff"] = diff["mean_rel_diff"]
             path = int8
         self.step_fn = EnsembleStep(open_session(path, cfg.threads), self.rng, str(path))
+        if self.term_head is not None and bool(self.term_head.fitted):
+            term = run.file("termination.onnx")
+            export_termination(self.term_head, term, check_obs=self.real.obs[pick], check_act=self.real.act[pick],
+                               check_next=self.real.next_obs[pick],
+                               extra_metadata=spec.model_metadata())
+            self.term_fn = TerminationStep(open_session(term, 1), cfg.termination_model.threshold, str(term))
 
     def rollout(self) -> None:
         cfg = self.cfg
@@ -118,10 +135,12 @@ class MBPOAgent:
             self.k = k
             self.model_buf.resize(self.model_capacity(k))
         starts = self.real.obs[self.rng.integers(0, len(self.real), cfg.rollout_batch)]
-        done = branched_rollouts(self.step_fn, lambda obs: self.sac.act(obs), starts, k, self.model_buf)
+        done = branched_rollouts(self.step_fn, lambda obs: self.sac.act(obs), starts, k, self.model_buf,
+                                 self.term_fn)
         self._add("rollout_s", done["seconds"])
         self._add("rollouts", done["rollouts"])
         self._add("model_transitions", done["transitions"])
+        self._add("model_terminal", done["terminal"])
 
     # -- SAC ------------------------------------------------------------------------------
     def batch(self) -> tuple[torch.Tensor, ...]:
@@ -170,16 +189,16 @@ class MBPOAgent:
             a = self.action(obs)
             next_obs, reward, terminated, truncated, _ = env.step(a)
             _check_finite(next_obs, reward, self.episodes, step + 1, "step")
-            if terminated:
+            if terminated and self.term_head is None:
                 raise ModelError(f"task {self.spec.name} terminated an episode at step {step + 1}: mbpo.termination "
                                  f"is none (model rollouts never end), which fits tasks that never terminate "
-                                 f"(dm_control); use such a task")
+                                 f"(dm_control); set mbpo.termination=learned for a task whose episodes end")
             self.real.add(obs, a, reward, next_obs, terminated, self.episodes)
             self.agent_steps += 1
             total += float(reward)
             self.after_step(run)
             obs = next_obs
-            if truncated:
+            if terminated or truncated:
                 break
         self.episodes += 1
         return total
@@ -204,7 +223,9 @@ class MBPOAgent:
         return {"format": 1, "kind": "mbpo", "obs_dim": self.spec.obs_dim, "act_dim": self.spec.act_dim,
                 "sac": self.sac.state_dict(), "ensemble": self.ensemble.state_dict(), "elites": list(self.elites),
                 "k": self.k, "agent_steps": self.agent_steps, "episodes": self.episodes, "fits": self.fits,
-                "last_fit": dict(self.last_fit), "last_sac": dict(self.last_sac)}
+                "last_fit": dict(self.last_fit), "last_sac": dict(self.last_sac),
+                "termination": (None if self.term_head is None else
+                                {"head": self.term_head.state_dict(), "opt": self.term_opt.state_dict()})}
 
     def load_state_dict(self, state: dict) -> None:
         if (state.get("kind") != "mbpo" or int(state["obs_dim"]) != self.spec.obs_dim
@@ -218,6 +239,14 @@ class MBPOAgent:
         self.episodes, self.fits = int(state["episodes"]), int(state["fits"])
         self.last_fit = {k: float(v) for k, v in state["last_fit"].items()}
         self.last_sac = {k: float(v) for k, v in state["last_sac"].items()}
+        term = state.get("termination")
+        if (term is None) != (self.term_head is None):
+            was = "none" if term is None else "learned"
+            raise ModelError(f"the checkpoint was trained with mbpo.termination = {was}, the config says "
+                             f"{self.cfg.termination}: resume with the run's own config")
+        if term is not None:
+            self.term_head.load_state_dict(term["head"])
+            self.term_opt.load_state_dict(term["opt"])
 
 
 def _load(path, what: str) -> dict:
@@ -326,6 +355,13 @@ def train_mbpo(run: RunDir, make_env, cfg: MBPOConfig, *, seed: int = 0, resume:
                                                if s.get("rollout_s") else ""),
                    "fit_s": round(s.get("fit_s", 0.0), 2), "rollout_s": round(s.get("rollout_s", 0.0), 2),
                    "sac_s": round(s.get("sac_s", 0.0), 2), "seconds": round(time.perf_counter() - t_start, 2)}
+            if agent.term_head is not None:  # the learned termination head's numbers (see .termination)
+                f = agent.last_fit
+                row.update({key: (round(f[key], 5) if key in f and math.isfinite(f[key]) else "")
+                            for key in ("term_recall", "term_fpr")})
+                row["real_terminal"] = int(agent.real.terminated.sum())
+                row["model_terminal_share"] = (round(s.get("model_terminal", 0.0) / s["model_transitions"], 5)
+                                               if s.get("model_transitions") else "")
             agent.stats = {}
             commit(run, commits, agent, history, row)
             rows.append(row)

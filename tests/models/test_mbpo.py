@@ -32,12 +32,16 @@ def _point_returns(sac: SAC, starts=(-1.0, -0.5, 0.5, 1.0), steps: int = 10) -> 
     return total / len(starts)
 
 
-def test_sac_alone_moves_a_1d_point_to_its_target():
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_sac_alone_moves_a_1d_point_to_its_target(layer_norm):
     # Optimal mean return over the starts is -0.47 (x0 = 1: -0.875, 0.5: -0.0625); doing nothing
-    # scores -6.25 and uniform random actions about -6.3. SAC must reach better than -1.5.
+    # scores -6.25 and uniform random actions about -6.3. SAC must reach better than -1.5, with
+    # plain critics and with RLPD's LayerNorm critics.
     torch.manual_seed(0)
-    cfg = SACConfig(hidden=(32, 32), lr=3e-3, gamma=0.9, batch_size=64, init_alpha=0.05)
+    cfg = SACConfig(hidden=(32, 32), lr=3e-3, gamma=0.9, batch_size=64, init_alpha=0.05,
+                    critic_layer_norm=layer_norm)
     sac = SAC(1, 1, [-1.0], [1.0], cfg, seed=0)
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in sac.critic.modules()) == (4 if layer_norm else 0)
     rng = np.random.default_rng(0)
     before = _point_returns(sac)
     obs, act, rew, nxt = [], [], [], []
