@@ -114,6 +114,9 @@ def load_model(path: str | os.PathLike, threads: int = 1, *, allow_spinning: boo
     """
     sess = open_session(path, threads, allow_spinning=allow_spinning)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
+    if meta.get("role") not in (None, "policy"):  # e.g. MBPO's termination head, a part of a run
+        raise ModelError(f"model file {path} is the {meta['role']!r} part of an rtmpc {meta.get('kind')} run, not a "
+                         f"model or policy to deploy: use the run's model.onnx")
     if meta.get("role") == "policy":
         from rtmpc.models.common.policy import OnnxPolicy
 

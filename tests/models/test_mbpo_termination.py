@@ -11,7 +11,7 @@ from rtmpc.models.base import ModelError
 from rtmpc.models.mbpo.config import TerminationConfig
 from rtmpc.models.mbpo.rollout import ModelBuffer, TerminationStep, branched_rollouts
 from rtmpc.models.mbpo.termination import TerminationHead, export_termination, fit_termination
-from rtmpc.models.runtime import open_session
+from rtmpc.models.runtime import load_model, open_session
 
 
 def _boundary_data(n=3000, seed=0):
@@ -115,6 +115,8 @@ def test_a_terminating_gymnasium_task_trains_with_the_learned_head_and_resumes_e
     assert meta["role"] == "termination" and meta["kind"] == "mbpo"
     with pytest.raises(ModelError, match="not a policy file"):
         load_policy(tmp_path / "a" / "termination.onnx")
+    with pytest.raises(ModelError, match="'termination' part of an rtmpc mbpo run.*use the run's model.onnx"):
+        load_model(tmp_path / "a" / "termination.onnx")
     # stopped after 200 env steps, then resumed: the same run
     train_run("mbpo_cartpole", out=tmp_path / "b", overrides=overrides, seed=0, steps=200)
     train_run("mbpo_cartpole", out=tmp_path / "b", overrides=overrides, seed=0, resume=True)
