@@ -61,9 +61,14 @@ class SACConfig(Config):
 
 @dataclass(frozen=True)
 class TerminationConfig(Config):
-    """The learned termination head ``P(done | s, a, s')`` (``termination: learned``): an MLP classifier
-    on the real transitions, refitted with the ensemble and exported to ``RUN/termination.onnx``."""
+    """The learned termination head (``termination: learned``), ``P(done | s')`` or ``P(done | s, a,
+    s')``: an MLP classifier on the real transitions, refitted with the ensemble and exported to
+    ``RUN/termination.onnx``."""
 
+    inputs: str = param("next", "what the head reads: next (the state reached, P(done | s'): Gym's locomotion "
+                                "tasks end on a test of it) or all (P(done | s, a, s')); held-out recall on "
+                                "random-action data, Hopper 0.96 vs 0.79-0.89, Walker2d 0.65-0.78 vs 0.65-0.70 "
+                                "(python -m rtmpc.scripts.diag_mbpo_termination)", choices=("next", "all"))
     hidden: tuple[int, ...] = param((200, 200), "units of the classifier's hidden layers (SiLU)")
     updates: int = param(500, "Adam steps per refit (continuing from the last weights)", ge=1)
     batch_size: int = param(256, "rows per step, half of them terminal transitions while any exist", ge=2)
@@ -112,9 +117,10 @@ class MBPOConfig(Config):
     torch_threads: int = param(1, "torch threads of the ensemble fits and SAC updates (on a loaded 2-core machine "
                                   "one thread ran SAC updates at 37/s, two at 1.2/s)", ge=1, le=256)
     termination: str = param("none", "model-rollout terminations: none (dm_control tasks never terminate; a "
-                                      "task that does is refused) or learned (a classifier P(done | s, a, s') fitted "
-                                      "on the real terminations; Gymnasium's Hopper, Walker2d, Ant)",
-                             choices=("none", "learned"))
+                                      "task that does is refused), known (the task's own test, for Gymnasium's "
+                                      "Hopper, Walker2d, Ant, Humanoid, InvertedPendulum -v5) or learned (a "
+                                      "classifier P(done | s') fitted on the real terminations)",
+                             choices=("none", "known", "learned"))
     termination_model: TerminationConfig = param(TerminationConfig(), "the learned termination head "
                                                                       "(termination: learned)")
     # -- SAC ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from rtmpc.models.base import ModelError, meta_size
 
-__all__ = ["EnsembleStep", "TerminationStep", "ModelBuffer", "branched_rollouts"]
+__all__ = ["EnsembleStep", "TerminationStep", "ModelBuffer", "branched_rollouts", "termination_feeds"]
 
 
 class EnsembleStep:
@@ -69,10 +69,17 @@ class EnsembleStep:
         return next_obs, rew
 
 
+def termination_feeds(session, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs a termination file's graph has (a head on s' alone has no obs or act input)."""
+    have = {i.name for i in session.get_inputs()}
+    feeds = {"obs": obs, "act": act, "next_obs": next_obs}
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items() if k in have}
+
+
 class TerminationStep:
     """The exported termination head (:mod:`.termination`): ``done(obs (N, O), act (N, A), next_obs
-    (N, O)) -> (N,) bool``, true where P(done | s, a, s') > ``threshold``. ``session``: its ONNX
-    Runtime session."""
+    (N, O)) -> (N,) bool``, true where its P(done) > ``threshold``. ``session``: its ONNX Runtime
+    session."""
 
     def __init__(self, session, threshold: float, source: str = "termination"):
         meta = dict(session.get_modelmeta().custom_metadata_map)
@@ -85,9 +92,7 @@ class TerminationStep:
         self.calls = self.ended = 0  # rows asked about, rows predicted terminal
 
     def done(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-        logit = self.session.run(["logit"], {"obs": np.ascontiguousarray(obs, np.float32),
-                                             "act": np.ascontiguousarray(act, np.float32),
-                                             "next_obs": np.ascontiguousarray(next_obs, np.float32)})[0]
+        logit = self.session.run(["logit"], termination_feeds(self.session, obs, act, next_obs))[0]
         out = logit > self.logit_cut
         self.calls += len(out)
         self.ended += int(out.sum())

@@ -17,7 +17,8 @@ on held-out others. Until ``min_terminal`` real terminations are in the training
 is fitted and rollouts never end.
 
 Shapes: N rows, O observation size, A action size. The file: ``obs [N, O], act [N, A],
-next_obs [N, O] -> logit [N]`` (metadata ``role = "termination"``, ``kind = "mbpo"``).
+next_obs [N, O] -> logit [N]``, the inputs the head does not read left out of the graph by the
+exporter (metadata ``role = "termination"``, ``kind = "mbpo"``, ``inputs``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import TerminationConfig
+from .rollout import termination_feeds
 
 __all__ = ["TerminationHead", "fit_termination", "export_termination", "HELD_OUT_EVERY"]
 
@@ -43,14 +45,15 @@ HELD_OUT_EVERY = 5  # every fifth real row is held out for the recall / false-po
 
 
 class TerminationHead(nn.Module):
-    """``forward(obs (N, O), act (N, A), next_obs (N, O)) -> logit (N,)`` of P(done | s, a, s');
-    inputs standardised by the real buffer's mean and std at the last fit (buffers, so they
-    travel with the weights)."""
+    """``forward(obs (N, O), act (N, A), next_obs (N, O)) -> logit (N,)`` of P(done | s') (``cfg.inputs
+    = "next"``) or P(done | s, a, s') (``"all"``); its features standardised by the real buffer's
+    mean and std at the last fit (buffers, so they travel with the weights)."""
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: TerminationConfig, seed: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
-        n_in = n = 2 * obs_dim + act_dim
+        self.next_only = cfg.inputs == "next"
+        n_in = n = obs_dim if self.next_only else 2 * obs_dim + act_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 7)
             for h in cfg.hidden:
@@ -62,9 +65,11 @@ class TerminationHead(nn.Module):
         self.register_buffer("std", torch.ones(n_in))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))  # any termination seen yet
 
+    def features(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return next_obs if self.next_only else torch.cat([obs, act, next_obs], dim=-1)
+
     def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        x = (torch.cat([obs, act, next_obs], dim=-1) - self.mean) / self.std
-        return self.net(x).squeeze(-1)
+        return self.net((self.features(obs, act, next_obs) - self.mean) / self.std).squeeze(-1)
 
 
 def fit_termination(head: TerminationHead, opt: torch.optim.Optimizer, obs: np.ndarray, act: np.ndarray,
@@ -79,26 +84,25 @@ def fit_termination(head: TerminationHead, opt: torch.optim.Optimizer, obs: np.n
     out = {"term_rows": float(done.sum())}
     if len(pos) < cfg.min_terminal or not len(neg):
         return out
-    x = np.concatenate([obs, act, next_obs], axis=1).astype(np.float32)
+    tensors = [torch.from_numpy(np.asarray(v, np.float32)) for v in (obs, act, next_obs)]
     with torch.no_grad():
-        head.mean.copy_(torch.from_numpy(x.mean(0)))
-        head.std.copy_(torch.from_numpy(np.maximum(x.std(0), 1e-6)))
+        x = head.features(*tensors)
+        head.mean.copy_(x.mean(0))
+        head.std.copy_(x.std(0, correction=0).clamp_min(1e-6))
         head.fitted.fill_(True)
-    o, a = obs.shape[1], act.shape[1]
     half = cfg.batch_size // 2
     head.train()
     for _ in range(cfg.updates):
-        i = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
-        xb = torch.from_numpy(x[i])
-        logit = head(xb[:, :o], xb[:, o:o + a], xb[:, o + a:])
+        i = torch.from_numpy(np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)]))
+        logit = head(*(t[i] for t in tensors))
         loss = F.binary_cross_entropy_with_logits(logit, torch.from_numpy(done[i].astype(np.float32)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     head.eval()
     with torch.no_grad():
-        xh = torch.from_numpy(x[held])
-        p = torch.sigmoid(head(xh[:, :o], xh[:, o:o + a], xh[:, o + a:])).numpy()
+        i = torch.from_numpy(np.flatnonzero(held))
+        p = torch.sigmoid(head(*(t[i] for t in tensors))).numpy()
     cut, d = p > cfg.threshold, done[held]
     out["term_loss"] = float(loss.item())
     out["term_recall"] = float(cut[d].mean()) if d.any() else float("nan")
@@ -124,7 +128,8 @@ def export_termination(head: TerminationHead, path: str | os.PathLike, *, check_
                           do_constant_folding=True)
         proto = onnx.load(raw)
     meta = {"role": "termination", "kind": "mbpo", "format": "1", "rtmpc_version": rtmpc_version(),
-            "obs_dim": str(o), "act_dim": str(a), **(extra_metadata or {})}
+            "obs_dim": str(o), "act_dim": str(a), "inputs": "next" if head.next_only else "all",
+            **(extra_metadata or {})}
     out = save_onnx(proto, path, meta, f"rtmpc MBPO termination head P(done | s, a, s'): obs {o}, act {a}")
     g = np.random.default_rng(0)
     obs = np.concatenate([check_obs, g.standard_normal(check_obs.shape)]).astype(np.float32)
@@ -132,8 +137,8 @@ def export_termination(head: TerminationHead, path: str | os.PathLike, *, check_
     nxt = np.concatenate([check_next, g.standard_normal(check_next.shape)]).astype(np.float32)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    got = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"]).run(
-        ["logit"], {"obs": obs, "act": act, "next_obs": nxt})[0]
+    sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    got = sess.run(["logit"], termination_feeds(sess, obs, act, nxt))[0]
     with torch.no_grad():
         ref = head(torch.from_numpy(obs), torch.from_numpy(act), torch.from_numpy(nxt)).numpy()
     err = np.abs(got.astype(np.float64) - ref)

@@ -46,6 +46,7 @@ from rtmpc.models.common.quantize import compare_predictions, quantize_int8
 from rtmpc.models.runtime import open_session
 
 from .config import MBPOConfig
+from .known_termination import KNOWN, known_termination
 from .rollout import EnsembleStep, ModelBuffer, TerminationStep, branched_rollouts
 from .sac import SAC, Actor, ActorPolicy
 from .termination import TerminationHead, export_termination, fit_termination
@@ -73,7 +74,12 @@ class MBPOAgent:
         self.step_fn: EnsembleStep | None = None
         # the learned termination head (termination: learned), its optimiser and its exported file's step
         self.term_head = self.term_opt = None
-        self.term_fn: TerminationStep | None = None
+        self.term_fn = None  # TerminationStep (learned) or KnownTermination (known)
+        if cfg.termination == "known":
+            self.term_fn = known_termination(spec.name)
+            if self.term_fn is None:
+                raise ModelError(f"task {spec.name} has no known termination function (rtmpc knows "
+                                 f"{', '.join(KNOWN)}): set mbpo.termination=learned")
         if cfg.termination == "learned":
             self.term_head = TerminationHead(o, a, cfg.termination_model, seed)
             self.term_opt = torch.optim.Adam(self.term_head.parameters(), lr=cfg.termination_model.lr)
@@ -189,10 +195,10 @@ class MBPOAgent:
             a = self.action(obs)
             next_obs, reward, terminated, truncated, _ = env.step(a)
             _check_finite(next_obs, reward, self.episodes, step + 1, "step")
-            if terminated and self.term_head is None:
+            if terminated and self.cfg.termination == "none":
                 raise ModelError(f"task {self.spec.name} terminated an episode at step {step + 1}: mbpo.termination "
                                  f"is none (model rollouts never end), which fits tasks that never terminate "
-                                 f"(dm_control); set mbpo.termination=learned for a task whose episodes end")
+                                 f"(dm_control); set mbpo.termination=known or learned for a task that ends")
             self.real.add(obs, a, reward, next_obs, terminated, self.episodes)
             self.agent_steps += 1
             total += float(reward)
@@ -359,6 +365,7 @@ def train_mbpo(run: RunDir, make_env, cfg: MBPOConfig, *, seed: int = 0, resume:
                 f = agent.last_fit
                 row.update({key: (round(f[key], 5) if key in f and math.isfinite(f[key]) else "")
                             for key in ("term_recall", "term_fpr")})
+            if cfg.termination != "none":
                 row["real_terminal"] = int(agent.real.terminated.sum())
                 row["model_terminal_share"] = (round(s.get("model_terminal", 0.0) / s["model_transitions"], 5)
                                                if s.get("model_transitions") else "")

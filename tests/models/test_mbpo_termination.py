@@ -9,6 +9,7 @@ import torch
 from rtmpc.configs.rundir import read_csv
 from rtmpc.models.base import ModelError
 from rtmpc.models.mbpo.config import TerminationConfig
+from rtmpc.models.mbpo.known_termination import KNOWN, known_termination
 from rtmpc.models.mbpo.rollout import ModelBuffer, TerminationStep, branched_rollouts
 from rtmpc.models.mbpo.termination import TerminationHead, export_termination, fit_termination
 from rtmpc.models.runtime import load_model, open_session
@@ -23,10 +24,11 @@ def _boundary_data(n=3000, seed=0):
     return obs, act, nxt, nxt[:, 0] > 1.5
 
 
-def test_the_head_learns_a_terminal_boundary_and_its_onnx_file_decides_the_same(tmp_path):
+@pytest.mark.parametrize("inputs", ["next", "all"])
+def test_the_head_learns_a_terminal_boundary_and_its_onnx_file_decides_the_same(tmp_path, inputs):
     torch.manual_seed(0)
     obs, act, nxt, done = _boundary_data()
-    cfg = TerminationConfig(hidden=(64, 64), updates=600)
+    cfg = TerminationConfig(hidden=(64, 64), updates=600, inputs=inputs)
     head = TerminationHead(3, 2, cfg, seed=0)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     got = fit_termination(head, opt, obs, act, nxt, done, cfg, np.random.default_rng(0))
@@ -129,5 +131,42 @@ def test_a_terminating_task_without_the_head_is_a_one_line_error(tmp_path):
     pytest.importorskip("gymnasium")
     from rtmpc.scripts.train import train_run
 
-    with pytest.raises(ModelError, match="set mbpo.termination=learned"):
+    with pytest.raises(ModelError, match="set mbpo.termination=known or learned"):
         train_run("mbpo_cartpole", out=tmp_path / "a", overrides=list(HOPPER), seed=0)
+    with pytest.raises(ModelError, match="no known termination function.*set mbpo.termination=learned"):
+        train_run("mbpo_cartpole", out=tmp_path / "b", overrides=[*HOPPER, "task.name=point-target",
+                                                                   "mbpo.termination=known"], seed=0)
+
+
+@pytest.mark.parametrize("task", sorted(KNOWN))
+def test_each_known_termination_is_the_environments_own(task):
+    # random-action episodes until 1,500 steps: the function on the state reached must say
+    # what the environment's `terminated` says, at every step
+    pytest.importorskip("gymnasium")
+    from rtmpc import sim
+
+    env, rng, fn = sim.make(task), np.random.default_rng(0), known_termination(task)
+    steps = ends = 0
+    while steps < 1500:
+        obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+        while True:
+            a = rng.uniform(env.spec.action_low, env.spec.action_high).astype(np.float32)
+            nxt, _, terminated, truncated, _ = env.step(a)
+            assert fn.done(obs[None], a[None], nxt[None])[0] == terminated, (task, steps)
+            steps, ends, obs = steps + 1, ends + int(terminated), nxt
+            if terminated or truncated:
+                break
+    env.close()
+    assert ends >= 5 and fn.ended == ends and fn.calls == steps
+
+
+def test_a_run_with_the_known_termination_stores_model_terminals(tmp_path):
+    pytest.importorskip("gymnasium")
+    from rtmpc.scripts.train import train_run
+
+    torch.set_num_threads(1)
+    train_run("mbpo_cartpole", out=tmp_path / "a", overrides=[*HOPPER, "mbpo.termination=known"], seed=0)
+    rows = read_csv(tmp_path / "a" / "metrics.csv")
+    assert int(rows[-1]["real_terminal"]) >= 5 and "term_recall" not in rows[-1]
+    assert any(float(r["model_terminal_share"] or 0) > 0 for r in rows)
+    assert not (tmp_path / "a" / "termination.onnx").exists()
