@@ -13,8 +13,9 @@ from the member's Gaussian (MBPO samples both: ``mean + std * eps``).
 :func:`branched_rollouts` (Janner et al. 2019, Alg. 2, lines 7-9): from N states drawn from the
 real buffer, k steps of ``policy(obs) -> action`` and the model; every model transition goes
 into the :class:`ModelBuffer`, a FIFO ring whose capacity is the retention window. With a
-learned termination head (:class:`TerminationStep`, ``RUN/termination.onnx``) a transition
-predicted terminal is stored with ``done = 1`` and its rollout stops there.
+termination (the learned head's file, :class:`TerminationStep`, or a task's known function,
+:mod:`.known_termination`) a transition called terminal is stored with ``done = 1`` and its
+rollout stops there.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def branched_rollouts(step: EnsembleStep, policy: Callable[[np.ndarray], np.ndar
                       out: ModelBuffer, terminal: TerminationStep | None = None) -> dict[str, float]:
     """k model steps from each of the N states ``starts`` (N, O) under ``policy(obs (N, O)) ->
     act (N, A)``; the transitions go into ``out``. Without ``terminal`` nothing ends (``done`` 0,
-    N * k transitions); with it, a transition it calls terminal is stored with ``done`` 1 and its
+    N * k transitions); with it (anything with ``done(obs, act, next_obs) -> (N,) bool``: a
+    TerminationStep or a KnownTermination), a transition it calls terminal is stored with ``done`` 1 and its
     row stops. A row whose prediction is not finite is dropped from there on. Returns rollouts,
     transitions, terminal (transitions stored with done 1), seconds."""
     t0 = time.perf_counter()

@@ -72,7 +72,7 @@ class MBPOAgent:
         self.elites: tuple[int, ...] = ()
         self.agent_steps = self.episodes = self.fits = 0
         self.step_fn: EnsembleStep | None = None
-        # the learned termination head (termination: learned), its optimiser and its exported file's step
+        # terminations: the learned head and its optimiser (termination: learned) and what the rollouts call
         self.term_head = self.term_opt = None
         self.term_fn = None  # TerminationStep (learned) or KnownTermination (known)
         if cfg.termination == "known":
