@@ -335,7 +335,9 @@ def train_mbpo(run: RunDir, make_env, cfg: MBPOConfig, *, seed: int = 0, resume:
     eval_env = make_env()
     total = -(-cfg.total_steps // spec.action_repeat)  # agent steps
     rows: list[dict] = []
-    t_start = time.perf_counter()
+    # seconds: the run's wall clock summed over its processes (a resumed run goes on from the last
+    # committed row; work after that row and before a kill is redone and counted once)
+    t_start = time.perf_counter() - (float(history[-1].get("seconds") or 0.0) if history else 0.0)
     try:
         while agent.agent_steps < total:
             ret = agent.episode(env, run, total - agent.agent_steps)
