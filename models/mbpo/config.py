@@ -51,6 +51,9 @@ class SACConfig(Config):
     log_std_max: float = param(2.0, "upper clamp of the actor's log std")
     critic_layer_norm: bool = param(False, "LayerNorm after each hidden layer of the critics (Ball et al. 2023, "
                                            "RLPD: keeps Q bounded at many updates per step on off-policy data)")
+    actor_every: int = param(1, "critic updates per actor and temperature update (1: SAC's, both every update; "
+                                "RLPD and REDQ update the actor once per env step at 20 critic updates, which "
+                                "takes ~40% off each update it skips)", ge=1, le=1000)
 
     def check(self) -> None:
         if any(h < 1 for h in self.hidden):

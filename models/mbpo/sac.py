@@ -93,8 +93,9 @@ class TwinQ(nn.Module):
 class SAC:
     """The learner: networks, target critics, temperature and their optimisers.
 
-    ``update(obs, act, reward, next_obs, done)`` (tensors, B rows) runs one critic, actor and
-    temperature step and a Polyak update of the targets; returns the losses. Randomness (the
+    ``update(obs, act, reward, next_obs, done)`` (tensors, B rows) runs one critic step, an actor
+    and temperature step on every ``cfg.actor_every``-th call (each call with 1) and a Polyak
+    update of the targets; returns the latest losses. Randomness (the
     reparameterisation noise) comes from the injected ``generator``; initial weights from
     ``seed``.
     """
@@ -113,11 +114,12 @@ class SAC:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr, fused=True)
         self.generator = torch.Generator().manual_seed(seed + 1)
-        self.updates = 0
+        self.updates = self.actor_updates = 0
+        self.last: dict[str, float] = {}  # the latest losses, alpha and entropy
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+        return float(self.log_alpha.detach().exp())
 
     def update(self, obs, act, reward, next_obs, done) -> dict[str, float]:
         cfg, alpha = self.cfg, self.log_alpha.exp().detach()
@@ -131,6 +133,17 @@ class SAC:
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
+        self.updates += 1
+        self.last["critic_loss"], self.last["alpha"] = critic_loss.item(), alpha.item()
+        if self.updates % cfg.actor_every == 0:  # the last critic update of each group of actor_every
+            self._update_actor(obs, alpha)
+        # Targets: Polyak averaging
+        with torch.no_grad():
+            for p_t, p in zip(self.critic_target.parameters(), self.critic.parameters(), strict=True):
+                p_t.lerp_(p, cfg.tau)
+        return dict(self.last)
+
+    def _update_actor(self, obs: torch.Tensor, alpha: torch.Tensor) -> None:
         # Actor: minimise alpha log pi - min Q over reparameterised actions (eq. 7); critics frozen
         self.critic.requires_grad_(False)
         new_act, logp = self.actor.sample(obs, self.generator)
@@ -145,13 +158,8 @@ class SAC:
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
-        # Targets: Polyak averaging
-        with torch.no_grad():
-            for p_t, p in zip(self.critic_target.parameters(), self.critic.parameters(), strict=True):
-                p_t.lerp_(p, cfg.tau)
-        self.updates += 1
-        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item(),
-                "entropy": -logp.detach().mean().item()}
+        self.actor_updates += 1
+        self.last["actor_loss"], self.last["entropy"] = actor_loss.item(), -logp.detach().mean().item()
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
@@ -165,7 +173,7 @@ class SAC:
                 "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
                 "alpha_opt": self.alpha_opt.state_dict(), "generator": self.generator.get_state(),
-                "updates": self.updates}
+                "updates": self.updates, "actor_updates": self.actor_updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -178,6 +186,7 @@ class SAC:
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
+        self.actor_updates = int(state.get("actor_updates", self.updates))  # checkpoints before actor_every
 
 
 class ActorPolicy(nn.Module):

@@ -32,14 +32,14 @@ def _point_returns(sac: SAC, starts=(-1.0, -0.5, 0.5, 1.0), steps: int = 10) -> 
     return total / len(starts)
 
 
-@pytest.mark.parametrize("layer_norm", [False, True])
-def test_sac_alone_moves_a_1d_point_to_its_target(layer_norm):
+@pytest.mark.parametrize("layer_norm, actor_every", [(False, 1), (True, 1), (True, 4)])
+def test_sac_alone_moves_a_1d_point_to_its_target(layer_norm, actor_every):
     # Optimal mean return over the starts is -0.47 (x0 = 1: -0.875, 0.5: -0.0625); doing nothing
     # scores -6.25 and uniform random actions about -6.3. SAC must reach better than -1.5, with
-    # plain critics and with RLPD's LayerNorm critics.
+    # plain critics, with RLPD's LayerNorm critics, and with the actor updated every 4th update.
     torch.manual_seed(0)
     cfg = SACConfig(hidden=(32, 32), lr=3e-3, gamma=0.9, batch_size=64, init_alpha=0.05,
-                    critic_layer_norm=layer_norm)
+                    critic_layer_norm=layer_norm, actor_every=actor_every)
     sac = SAC(1, 1, [-1.0], [1.0], cfg, seed=0)
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in sac.critic.modules()) == (4 if layer_norm else 0)
     rng = np.random.default_rng(0)
@@ -57,6 +57,28 @@ def test_sac_alone_moves_a_1d_point_to_its_target(layer_norm):
                        torch.zeros(cfg.batch_size))
     after = _point_returns(sac)
     assert before < -3.0 and after > -1.5, (before, after)
+    assert (sac.updates, sac.actor_updates) == (1300, 1300 // actor_every)
+
+
+def test_actor_every_updates_the_actor_and_temperature_only_on_every_nth_call():
+    cfg = SACConfig(hidden=(8,), batch_size=16, actor_every=3)
+    sac = SAC(2, 1, [-1.0], [1.0], cfg, seed=0)
+    g = torch.Generator().manual_seed(0)
+    batch = [torch.randn(16, 2, generator=g), torch.rand(16, 1, generator=g) * 2 - 1, torch.randn(16, generator=g),
+             torch.randn(16, 2, generator=g), torch.zeros(16)]
+    for call in range(1, 10):
+        actor = [p.detach().clone() for p in sac.actor.parameters()]
+        critic = [p.detach().clone() for p in sac.critic.parameters()]
+        alpha = sac.alpha
+        out = sac.update(*batch)
+        moved = any(not torch.equal(a, b) for a, b in zip(actor, sac.actor.parameters(), strict=True))
+        assert moved == (call % 3 == 0) and (sac.alpha != alpha) == (call % 3 == 0), call
+        assert all(not torch.equal(a, b) for a, b in zip(critic, sac.critic.parameters(), strict=True))
+        assert ("actor_loss" in out) == (call >= 3)
+    assert (sac.updates, sac.actor_updates) == (9, 3)
+    restored = SAC(2, 1, [-1.0], [1.0], cfg, seed=5)
+    restored.load_state_dict(sac.state_dict())
+    assert (restored.updates, restored.actor_updates) == (9, 3)
 
 
 def _agent(tmp_path, **changes) -> MBPOAgent:
