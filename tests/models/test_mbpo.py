@@ -9,7 +9,7 @@ import torch
 from rtmpc.configs import ConfigError
 from rtmpc.configs.rundir import RunDir, read_csv
 from rtmpc.models.mbpo.config import MBPOConfig, SACConfig
-from rtmpc.models.mbpo.rollout import ModelBuffer
+from rtmpc.models.mbpo.rollout import ModelBuffer, branched_rollouts
 from rtmpc.models.mbpo.sac import SAC
 from rtmpc.models.mbpo.train import MBPOAgent, export_actor
 from rtmpc.sim.base import TaskSpec
@@ -102,16 +102,42 @@ def test_branched_rollouts_start_from_buffer_states_with_the_scheduled_length(tm
     agent = _agent(tmp_path)
     assert len(agent.elites) == 2 and (tmp_path / "ensemble.onnx").is_file()
     agent.agent_steps = epoch * agent.cfg.epoch_length
+    actor = agent.sac.act
+    agent.sac.act = lambda o, deterministic=False: np.tanh(o[:, :2] - o[:, 2:]).astype(np.float32)  # known policy
     agent.rollout()
+    agent.sac.act = actor
     buf, n = agent.model_buf, agent.cfg.rollout_batch
     assert agent.k == k and len(buf) == n * k and buf.capacity == n * k * 2  # 2 rounds retained
-    obs, _, _, next_obs, done = buf._ordered()
+    obs, act, _, next_obs, done = buf._ordered()
     real = {tuple(r) for r in agent.real.obs}
     assert all(tuple(r) in real for r in obs[:n])  # every rollout branches from a real state
     for t in range(1, k):  # and goes on from its own prediction
         np.testing.assert_array_equal(obs[t * n:(t + 1) * n], next_obs[(t - 1) * n:t * n])
-    assert not done.any() and np.isfinite(next_obs).all()
+    np.testing.assert_allclose(act, np.tanh(obs[:, :2] - obs[:, 2:]), rtol=0, atol=1e-6)  # the policy's actions
     assert agent.step_fn.transitions == n * k
+
+
+class _NaNFor:
+    """A stand-in for EnsembleStep: next state = state + 1, reward 1, but NaN for rows whose x0 is in ``bad``."""
+
+    def __init__(self, bad):
+        self.bad = bad
+
+    def step(self, obs, act):
+        nxt = obs + 1.0
+        nxt[np.isin(obs[:, 0], self.bad)] = np.nan
+        return nxt, np.ones(len(obs), np.float32)
+
+
+def test_rollout_rows_with_non_finite_predictions_are_dropped_from_there_on():
+    starts = np.array([[0.0], [10.0], [20.0], [30.0]], np.float32)
+    buf = ModelBuffer(1, 1, 100)
+    # the row from 10 diverges at its first step, the row from 20 at its second (from 21): 3 + 0 + 1 + 3 kept
+    out = branched_rollouts(_NaNFor([10.0, 21.0]), lambda o: np.zeros((len(o), 1), np.float32), starts, 3, buf)
+    assert (out["rollouts"], out["transitions"]) == (4, 7)
+    stored = buf._ordered()
+    assert np.isfinite(stored[3]).all() and np.isfinite(stored[2]).all()
+    assert sorted(stored[0][:, 0].tolist()) == [0, 1, 2, 20, 30, 31, 32]
 
 
 def test_the_model_buffer_keeps_the_newest_rows_when_resized():

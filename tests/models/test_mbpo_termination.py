@@ -6,13 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rtmpc.configs.rundir import read_csv
+from rtmpc.configs.rundir import RunDir, read_csv
 from rtmpc.models.base import ModelError
+from rtmpc.models.common.buffer import ReplayBuffer
+from rtmpc.models.common.commit import Manifest
 from rtmpc.models.mbpo.config import TerminationConfig
 from rtmpc.models.mbpo.known_termination import KNOWN, known_termination
 from rtmpc.models.mbpo.rollout import ModelBuffer, TerminationStep, branched_rollouts
 from rtmpc.models.mbpo.termination import TerminationHead, export_termination, fit_termination
 from rtmpc.models.runtime import load_model, open_session
+
+
+def _committed(run) -> tuple[ReplayBuffer, dict[str, np.ndarray]]:
+    """The last commit's real buffer and model buffer of the run at ``run``."""
+    commits = Manifest(RunDir(run))
+    commits.read()
+    with np.load(commits.file("model_buffer")) as z:
+        return ReplayBuffer.load(commits.file("buffer")), {k: z[k] for k in z.files}
 
 
 def _boundary_data(n=3000, seed=0):
@@ -113,8 +123,16 @@ def test_a_terminating_gymnasium_task_trains_with_the_learned_head_and_resumes_e
     last = rows[-1]
     assert int(last["real_terminal"]) >= 5  # random Hopper actions fall within ~10-40 steps
     assert float(last["term_fpr"]) <= 0.2 and any(float(r["model_terminal_share"] or 0) > 0 for r in rows)
-    meta = dict(open_session(tmp_path / "a" / "termination.onnx", 1).get_modelmeta().custom_metadata_map)
+    session = open_session(tmp_path / "a" / "termination.onnx", 1)
+    meta = dict(session.get_modelmeta().custom_metadata_map)
     assert meta["role"] == "termination" and meta["kind"] == "mbpo"
+    # the exported head against Hopper's own test on the run's real transitions (19 terminal of 400
+    # here: recall 1.0 at 21% false positives; all-terminal or a coin would fail one bound)
+    real, _ = _committed(tmp_path / "a")
+    truth = known_termination("gym:Hopper-v5").done(real.obs, real.act, real.next_obs)
+    said = TerminationStep(session, 0.5).done(real.obs, real.act, real.next_obs)
+    recall, fpr = (said & truth).sum() / truth.sum(), (said & ~truth).sum() / (~truth).sum()
+    assert recall >= 0.9 and fpr <= 0.35, (recall, fpr)
     with pytest.raises(ModelError, match="not a policy file"):
         load_policy(tmp_path / "a" / "termination.onnx")
     with pytest.raises(ModelError, match="'termination' part of an rtmpc mbpo run.*use the run's model.onnx"):
@@ -169,4 +187,8 @@ def test_a_run_with_the_known_termination_stores_model_terminals(tmp_path):
     rows = read_csv(tmp_path / "a" / "metrics.csv")
     assert int(rows[-1]["real_terminal"]) >= 5 and "term_recall" not in rows[-1]
     assert any(float(r["model_terminal_share"] or 0) > 0 for r in rows)
+    # every stored model transition is terminal exactly where Hopper's test says so of its s'
+    _, model = _committed(tmp_path / "a")
+    said = known_termination("gym:Hopper-v5").done(model["obs"], model["act"], model["next_obs"])
+    assert model["done"].sum() >= 10 and np.array_equal(model["done"].astype(bool), said)
     assert not (tmp_path / "a" / "termination.onnx").exists()
