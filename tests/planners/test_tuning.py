@@ -181,7 +181,9 @@ def test_a_policy_prior_share_is_searched_and_always_leaves_planned_samples(wher
     cfg = planner_from_params(suggest_params(trial, space, ("mppi",), prior=True), base)
     assert trial.asked["prior_frac"] == (space.prior_frac_min, space.prior_frac_max, True)
     assert 1 <= cfg.prior_samples <= cfg.samples - 1
-    assert "prior_frac" not in FakeTrial().asked and "prior_frac" not in suggest_params(FakeTrial(), space, ("cem",))
+    plain = FakeTrial(where)
+    assert "prior_frac" not in suggest_params(plain, space, ("mppi",)) and "prior_frac" not in plain.asked
+    assert "prior_frac" not in suggest_params(FakeTrial(), space, ("cem",))
     assert planner_from_params({"samples": 100, "prior_frac": 0.25}, base).prior_samples == 25
 
 

@@ -9,11 +9,12 @@ from tiny_run import TINY, rtmpc
 
 
 def test_an_existing_run_needs_resume_or_overwrite(run_dir):
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     res = rtmpc("train", "pets_cartpole", "--out", str(run_dir), *TINY)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "already holds a run: --resume to continue it, --overwrite to start over" in res.stderr
-    metrics = (run_dir / "metrics.csv").read_text()
-    assert metrics  # untouched
+    after = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    assert (run_dir / "metrics.csv") in before and after == before  # untouched, every file byte for byte
     res = rtmpc("train", "pets_cartpole", "--out", str(run_dir), *TINY, "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
 
