@@ -126,6 +126,10 @@ class MJCFEnv(Env):
         terminated = False
         for _ in range(self._repeat):
             self._mujoco.mj_step(self.model, self.data, nstep=self._frame_skip)
+            # mj_step computes positions, sites and sensors before it integrates: bring them to the
+            # state reached (the state itself is unchanged), so rewards, terminations and the
+            # observation read the same instant as qpos (a site lagged one physics step before)
+            self._mujoco.mj_step1(self.model, self.data)
             reward += float(self._reward(self.model, self.data, a))
             if self._terminate is not None and self._terminate(self.model, self.data):
                 terminated = True

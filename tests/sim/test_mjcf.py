@@ -49,13 +49,26 @@ def test_site_target_adds_site_position_to_observation(arm):
     cost = from_dict(sim.CostConfig, {"targets": [{"kind": "site", "name": "tip", "target": [0, .2, 0]}]})
     env = sim.make(str(arm), cost=cost, seed=0)
     assert env.spec.obs_names[-3:] == ("tip.pos[0]", "tip.pos[1]", "tip.pos[2]")
+    assert env.spec.obs_names[0] == "qpos[0]"
+    obs, _ = env.reset(seed=0)
+    for _ in range(2):  # the tip of a 0.2 m link on a hinge about z, at reset and after turning it (the
+        # same instant: before 2026-12-06 the site lagged the joint by one physics step)
+        np.testing.assert_allclose(obs[-3:], [0.2 * np.cos(obs[0]), 0.2 * np.sin(obs[0]), 0.0], atol=1e-6)
+        for _ in range(30):
+            obs = env.step(np.array([1.0]))[0]
+    assert obs[0] > 0.5  # it did turn
 
 
 def test_termination_bounds(arm):
     env = sim.make(str(arm), cost=_cost(terminate=[{"joint": "hinge", "low": -0.05, "high": 0.05}]), seed=0)
-    env.reset(seed=0)
-    ended = [env.step(np.array([1.0]))[2] for _ in range(50)]
-    assert any(ended)
+    obs, _ = env.reset(seed=0)
+    assert abs(obs[0]) <= 0.05
+    for step in range(1, 51):  # the episode ends at the first state outside [-0.05, 0.05], not before
+        obs, _, terminated, *_ = env.step(np.array([0.02]))
+        assert terminated == (abs(obs[0]) > 0.05), (step, obs[0])
+        if terminated:
+            break
+    assert terminated and step > 1
 
 
 def test_unknown_joint_lists_what_the_model_has(arm):
