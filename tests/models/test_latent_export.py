@@ -177,10 +177,19 @@ def test_mppi_with_policy_prior_samples(exported):
     _, path = exported
     cfg = planner_config(kind="mppi", horizon=3, samples=64, iterations=3, elites=8, prior_samples=8, alpha=0.0,
                         init_std=2.0)
-    planner = make_planner(cfg, load_model(path, rng=0), rng=0)
+    model = load_model(path, rng=0)
+    priors, scored = [], []  # what the planner drew from the prior, and the sequences it scored
+    draw, rollout = model.prior_actions, model.rollout
+    model.prior_actions = lambda o, n, h, rng: priors.append((n, h, draw(o, n, h, rng))) or priors[-1][2]
+    model.rollout = lambda o, acts, *a, **k: scored.append(np.array(acts[:8])) or rollout(o, acts, *a, **k)
+    planner = make_planner(cfg, model, rng=0)
     obs = np.array([0.1, 0.0, -0.1])
     a = planner.plan(obs)
     assert a.shape == (2,) and np.all(a >= LOW) and np.all(a <= HIGH) and np.isfinite(planner.stats.predicted_return)
+    # one draw per plan, the first 8 sequences of every iteration are that draw (clipped to the bounds)
+    assert len(priors) == 1 and priors[0][:2] == (8, 3) and len(scored) == 3
+    for seqs in scored:
+        np.testing.assert_array_equal(seqs, np.clip(priors[0][2], LOW, HIGH).astype(np.float32))
     again = make_planner(cfg, load_model(path, rng=0), rng=0)
     np.testing.assert_array_equal(a, again.plan(obs))
 

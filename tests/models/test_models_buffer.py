@@ -35,9 +35,23 @@ def test_round_trip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["buffer.npz"]  # no temporary left behind
 
 
-def test_save_replaces_atomically(tmp_path):
+def test_save_replaces_atomically(tmp_path, monkeypatch):
+    import errno
+
+    from rtmpc.configs import rundir
+
     path = tmp_path / "buffer.npz"
     filled(5).save(path)
+
+    def full_disk(p, point):
+        if point == "staged":
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+
+    monkeypatch.setattr(rundir, "fault_hook", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        filled(12).save(path)
+    monkeypatch.setattr(rundir, "fault_hook", None)
+    assert len(ReplayBuffer.load(path)) == 5 and [p.name for p in tmp_path.iterdir()] == ["buffer.npz"]
     filled(12).save(path)
     assert len(ReplayBuffer.load(path)) == 12
 
