@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,21 +164,30 @@ def test_a_missing_joint_or_a_wrong_size_is_a_one_line_error():
         Ros2Config(observation=("speed:slider",))
 
 
-QUICKSTART = ROOT / "runs" / "quickstart"
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory) -> Path:
+    """The quickstart's run: runs/quickstart where `rtmpc quickstart` left one, else trained here with
+    the same config (about 2-3 minutes on 2 cores), so a clean checkout runs the test too."""
+    run = ROOT / "runs" / "quickstart"
+    if (run / "model.onnx").is_file() and (run / "config.yaml").is_file():
+        return run
+    run = tmp_path_factory.mktemp("quickstart") / "run"
+    res = subprocess.run([sys.executable, "-m", "rtmpc.scripts.cli", "train", "pets_cartpole", "--out", str(run)],
+                         capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
 
 
-@pytest.mark.skipif(not (QUICKSTART / "model.onnx").exists(),
-                    reason="needs the quickstart's model: run `rtmpc quickstart` (or rtmpc train pets_cartpole "
-                           "--out runs/quickstart) first")
-def test_the_quickstart_model_swings_up_cartpole_through_ros2(tmp_path):
+def test_the_quickstart_model_swings_up_cartpole_through_ros2(tmp_path, quickstart_run):
     """The issue's end-to-end check: MuJoCo's cartpole as a ROS 2 robot (ros2_cartpole.py,
     rosbags' CDR) driven by `rtmpc control --robot --ros2` with the quickstart's model."""
     port = free_port()
     robot_cmd = [sys.executable, str(HERE / "ros2_cartpole.py"), endpoint(port), "1000"]
     with process(robot_cmd, tmp_path, "ros2_robot") as robot_p:
         ctl = subprocess.run([sys.executable, "-m", "rtmpc.scripts.cli", "control", "--model",
-                              str(QUICKSTART / "model.onnx"), "--config", str(QUICKSTART / "config.yaml"), "--robot",
-                              endpoint(port), "--ros2", str(ROOT / "configs" / "cartpole_ros2.yaml"), "--json"],
+                              str(quickstart_run / "model.onnx"), "--config", str(quickstart_run / "config.yaml"),
+                              "--robot", endpoint(port), "--ros2", str(ROOT / "configs" / "cartpole_ros2.yaml"),
+                              "--json"],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert ctl.returncode == 0, ctl.stderr[-3000:]
         robot_p.p.wait(GUARD_S)
