@@ -47,7 +47,9 @@ def test_export_checks_parity_within_the_stated_tolerance(trained):
 
     dims = load_model(out / "model.onnx").dims  # the file train wrote
     result = export_run(out, samples=8)
-    assert result["parity_max_abs"] <= result["tolerance_abs"] * 10, result  # the family's check already passed
+    # the family's own check allows atol + rtol * |value|; these tiny models' outputs are O(1), so the
+    # worst difference must sit under the absolute part alone (measured 0 - 1e-6 against 1e-4)
+    assert 0.0 <= result["parity_max_abs"] <= result["tolerance_abs"], result
     assert (result["obs_dim"], result["act_dim"]) == (dims.obs_dim, dims.act_dim)
 
 
