@@ -52,8 +52,8 @@ class SACConfig(Config):
     critic_layer_norm: bool = param(False, "LayerNorm after each hidden layer of the critics (Ball et al. 2023, "
                                            "RLPD: keeps Q bounded at many updates per step on off-policy data)")
     actor_every: int = param(1, "critic updates per actor and temperature update (1: SAC's, both every update; "
-                                "RLPD and REDQ update the actor once per env step at 20 critic updates, which "
-                                "takes ~40% off each update it skips)", ge=1, le=1000)
+                                "RLPD and REDQ update the actor once per env step at 20 critic updates: 1.8x the "
+                                "updates per second of 1 on walker-walk, docs/mbpo.md)", ge=1, le=1000)
 
     def check(self) -> None:
         if any(h < 1 for h in self.hidden):
