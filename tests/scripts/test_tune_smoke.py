@@ -39,7 +39,7 @@ def test_tune_resumes_the_study_and_writes_a_loadable_best_yaml(model, tmp_path)
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["trials"]["complete"] == 2 and summary["best"] is not None
     # best.yaml was then run on the wall-clock robot (--check-cycles)
-    assert summary["check"]["cycles"] == 10 and summary["check"]["misses"] >= 0
+    assert summary["check"]["cycles"] == 10 and 0 <= summary["check"]["misses"] <= 10
     assert "wall-clock check of best.yaml" in second.stdout
     for f in ("pareto.png", "front.csv", "trials.csv", "tune.json", "best.yaml"):
         assert (out / f).stat().st_size > 0, f
